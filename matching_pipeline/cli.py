@@ -1,0 +1,228 @@
+"""The ``matching-pipeline`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from matching_pipeline.core.models import STAGES
+from matching_pipeline.core.readers import InputError
+from matching_pipeline.settings import Settings, parse_column_map
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if getattr(args, "catalog", None):
+        overrides["catalog_path"] = Path(args.catalog).resolve()
+    if getattr(args, "catalog_encoding", None):
+        overrides["catalog_encoding"] = args.catalog_encoding
+    if getattr(args, "catalog_columns", None):
+        overrides["catalog_columns"] = parse_column_map(args.catalog_columns)
+    if getattr(args, "encoding", None):
+        overrides["items_encoding"] = args.encoding
+    if getattr(args, "columns", None):
+        overrides["item_columns"] = parse_column_map(args.columns)
+    return dataclasses.replace(settings, **overrides)
+
+
+def _instance(settings: Settings):
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = settings.data_dir / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+        print(f"DAGSTER_HOME is not set; using {home}", file=sys.stderr)
+    return dg.DagsterInstance.get()
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from matching_pipeline.definitions import build_definitions
+    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.ingest import ingest_file
+    from matching_pipeline.reports import export_results, format_summary
+    from matching_pipeline.runner import ensure_partitions, materialize_catalog, new_job_id, run_stage
+
+    settings = _settings(args)
+    items_path = Path(args.items)
+    if not settings.catalog_path.exists():
+        print(f"catalog file not found: {settings.catalog_path}", file=sys.stderr)
+        return 2
+    db = open_results_database(settings.database_url)
+    try:
+        batch = ingest_file(db, items_path, args.project, encoding=settings.items_encoding, columns=settings.item_columns)
+    except InputError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(
+        f"{items_path.name}: batch {batch.label} of project {batch.project}, {batch.item_count} items in "
+        f"{batch.chunk_count} chunks" + ("" if batch.is_new else " (same content as before: finishing what is left)")
+    )
+
+    defs = build_definitions(settings)
+    instance = _instance(settings)
+    ensure_partitions(instance, batch.chunk_keys)
+    catalog_defs = defs.resolve_all_asset_keys()
+    stages = [s for s in (args.stages.split(",") if args.stages else STAGES)]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    available = {key.to_user_string() for key in catalog_defs}
+    stages = [s for s in STAGES if s in stages and f"{s}_matches" in available]
+
+    try:
+        _refresh_catalog(defs, instance, settings, dg)
+    except Exception as exc:  # a bad catalog file is the user's to fix: say which and why
+        print(str(exc), file=sys.stderr)
+        return 2
+
+    job_id = new_job_id(batch)
+    failed = False
+    notes: dict[str, str] = {}
+    for stage in stages:
+        keys = batch.chunk_keys
+        if not args.force:
+            done = db.finished_chunks(stage, keys)
+            keys = [k for k in keys if k not in done]
+        if not keys:
+            print(f"[{stage}] all {batch.chunk_count} chunks already done")
+            continue
+        total = len(keys)
+        progress = {"chunks": 0}
+
+        def report(outcome, stage=stage, total=total, progress=progress) -> None:
+            progress["chunks"] += outcome.chunks
+            state = "ok" if outcome.success else f"FAILED: {outcome.error}"
+            print(f"[{stage}] {progress['chunks']}/{total} chunks  run {outcome.run_id[:8]}  {outcome.seconds:.1f}s  {state}", flush=True)
+
+        outcomes = run_stage(defs, instance, stage, keys, job_id=job_id, stages=stages, on_run=report)
+        note = _stage_note(instance, [o.run_id for o in outcomes])
+        if note:
+            notes[stage] = note
+            print(f"[{stage}] {note}")
+        if not all(o.success for o in outcomes):
+            failed = True
+            print(f"[{stage}] stopped; re-run the same command to finish only what is left", file=sys.stderr)
+            break
+
+    summary = db.project_summary(batch.project)
+    summary["notes"] = notes
+    print(format_summary(summary))
+    if args.out:
+        frame = export_results(db, batch.project, Path(args.out), batch_id=batch.id)
+        print(f"wrote {len(frame)} rows to {args.out}")
+    print(f"job {job_id}: runs are in the Dagster instance at {os.environ['DAGSTER_HOME']}")
+    return 1 if failed else 0
+
+
+def _refresh_catalog(defs, instance, settings: Settings, dg) -> None:
+    from matching_pipeline.runner import materialize_catalog
+
+    resource = defs.resources["catalog_source"]
+    version = resource.version()
+    event = instance.get_latest_materialization_event(dg.AssetKey("catalog"))
+    current = None
+    if event and event.asset_materialization:
+        value = event.asset_materialization.metadata.get("catalog_version")
+        current = getattr(value, "value", None)
+    if current != version:
+        print(f"catalog {settings.catalog_path.name}: building index for version {version}", flush=True)
+        materialize_catalog(defs, instance)
+
+
+def _stage_note(instance, run_ids: Sequence[str]) -> str | None:
+    """The human note a stage left on its chunks (for example, why it skipped), if any."""
+    import dagster as dg
+
+    for run_id in run_ids:
+        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in records:
+            materialization = record.event_log_entry.asset_materialization
+            if materialization and "note" in materialization.metadata:
+                return str(materialization.metadata["note"].value)
+    return None
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.reports import format_summary
+
+    db = open_results_database(_settings(args).database_url)
+    summary = db.project_summary(args.project)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.reports import export_results
+
+    frame = export_results(open_results_database(_settings(args).database_url), args.project, Path(args.out))
+    print(f"wrote {len(frame)} rows to {args.out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from matching_pipeline.sample_data import write_sample
+
+    paths = write_sample(Path(args.dir), n_catalog=args.catalog_size, n_items=args.items, seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matching-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    match = sub.add_parser("match", help="ingest an item file as a batch and match it through every stage")
+    match.add_argument("--project", required=True)
+    match.add_argument("--items", required=True, help="CSV, Parquet or JSON Lines file of items")
+    match.add_argument("--catalog", help="catalog file (default: MATCHING_CATALOG_PATH or the bundled sample)")
+    match.add_argument("--catalog-encoding", help="e.g. latin-1 (default: MATCHING_CATALOG_ENCODING or utf-8)")
+    match.add_argument("--catalog-columns", help="map catalog columns, e.g. catalog_id=id,description=name")
+    match.add_argument("--encoding", help="encoding of the item file (default: MATCHING_ITEMS_ENCODING or utf-8)")
+    match.add_argument("--columns", help="map item columns, e.g. item_id=SKU,description=Name")
+    match.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    match.add_argument("--out", help="write one row per item to this CSV file")
+    match.add_argument("--force", action="store_true", help="re-run chunks a stage already finished")
+    match.set_defaults(func=cmd_match)
+
+    summary = sub.add_parser("summary", help="totals and match rate by stage and method for a project")
+    summary.add_argument("--project", required=True)
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(func=cmd_summary)
+
+    export = sub.add_parser("export", help="write a project's results (one row per item) to CSV")
+    export.add_argument("--project", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+    sample = sub.add_parser("sample", help="generate a synthetic catalog and messy item list")
+    sample.add_argument("--dir", required=True)
+    sample.add_argument("--catalog-size", type=int, default=5000)
+    sample.add_argument("--items", type=int, default=1000)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # backfill_policy and pools are marked beta in Dagster 1.13; the warning is for us, not for users.
+    warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview)")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The matching core: plain functions and dataclasses over pandas. Knows nothing of Dagster."""

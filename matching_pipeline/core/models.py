@@ -1,0 +1,58 @@
+"""Records that flow between the stages of the cascade.
+
+They are plain dataclasses so that the core can be tested in milliseconds and so that
+the results database, the Dagster layer and the CLI agree on one shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STAGES: tuple[str, ...] = ("enhanced", "ai", "web_search")
+"""The cascade, in order. Each stage decides only what the ones before it left unmatched."""
+
+ITEM_FIELDS: tuple[str, ...] = ("item_id", "description", "part_number", "manufacturer", "gtin")
+CATALOG_FIELDS: tuple[str, ...] = ("catalog_id", "description", "part_number", "manufacturer", "gtin")
+REQUIRED_ITEM_FIELDS: tuple[str, ...] = ("item_id", "description")
+REQUIRED_CATALOG_FIELDS: tuple[str, ...] = ("catalog_id", "description")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A catalog entry considered for an item, with the score that ranked it."""
+
+    catalog_id: str
+    score: float
+    description: str = ""
+    part_number: str | None = None
+    manufacturer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**{k: data.get(k) for k in ("catalog_id", "score", "description", "part_number", "manufacturer")})
+
+
+@dataclass
+class Decision:
+    """One stage's verdict on one item.
+
+    ``catalog_id`` is None when the stage found no match; ``candidates`` then carries what the
+    next stage should look at. ``error`` records why a decision could not be made (for example a
+    malformed model reply), so a failed item is visible rather than silently unmatched.
+    """
+
+    item_id: str
+    catalog_id: str | None
+    method: str
+    confidence: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.catalog_id is not None

@@ -1,0 +1,57 @@
+"""The one place where assets, resources, sensors and schedules meet."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from matching_pipeline.defs.assets.ai import ai_matches
+from matching_pipeline.defs.assets.catalog import catalog
+from matching_pipeline.defs.assets.enhanced import enhanced_matches
+from matching_pipeline.defs.assets.summary import match_summary
+from matching_pipeline.defs.assets.web_search import web_search_matches
+from matching_pipeline.defs.jobs import catalog_job, stage_jobs
+from matching_pipeline.defs.openai_resource import OpenAIResource
+from matching_pipeline.defs.resources import CatalogResource, InboxResource, ResultsDatabaseResource
+from matching_pipeline.defs.search_resource import SearchResource
+from matching_pipeline.defs.sensors import cascade_sensor, catalog_sensor, new_items_sensor
+from matching_pipeline.settings import Settings
+
+
+def _secret_or(name: str, default: str) -> str | dg.EnvVar:
+    """Read ``name`` through ``EnvVar`` when set, so its value never lands in run config or the UI."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "results": ResultsDatabaseResource(url=_secret_or("MATCHING_DATABASE_URL", settings.database_url)),
+        "catalog_source": CatalogResource(
+            path=str(settings.catalog_path),
+            encoding=settings.catalog_encoding,
+            columns=",".join(f"{k}={v}" for k, v in settings.catalog_columns.items()),
+            index_dir=str(settings.index_dir),
+        ),
+        "inbox": InboxResource(
+            inbox_dir=str(settings.inbox_dir),
+            data_dir=str(settings.data_dir),
+            encoding=settings.items_encoding,
+            columns=",".join(f"{k}={v}" for k, v in settings.item_columns.items()),
+        ),
+        "openai": OpenAIResource.from_env(),
+        "search": SearchResource.from_env(),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    return dg.Definitions(
+        assets=[catalog, enhanced_matches, ai_matches, web_search_matches, match_summary],
+        jobs=[catalog_job, *stage_jobs.values()],
+        sensors=[new_items_sensor, cascade_sensor, catalog_sensor],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

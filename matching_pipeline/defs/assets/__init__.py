@@ -1,0 +1,1 @@
+"""One module per asset family: the catalog, each stage of the cascade, the project summary."""

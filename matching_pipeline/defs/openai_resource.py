@@ -1,0 +1,106 @@
+"""The OpenAI-compatible model API as a Dagster resource: OpenAI itself, or vLLM, Ollama, any
+server speaking chat completions.
+
+Secrets reach it only through ``dagster.EnvVar`` (see :meth:`OpenAIResource.from_env`), so the
+key never lands in run config, the UI, logs or metadata. Every other setting has an environment
+variable too, listed in :data:`ENV_SETTINGS` and in ``docs/ai_stage.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import dagster as dg
+
+from matching_pipeline.clients.openai_chat import ChatSettings
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+ENV_SETTINGS: dict[str, str] = {
+    "MATCHING_AI_MODEL": "model",
+    "MATCHING_AI_TIMEOUT_S": "timeout_s",
+    "MATCHING_AI_MAX_RETRIES": "max_retries",
+    "MATCHING_AI_MAX_CONCURRENCY": "max_concurrency",
+    "MATCHING_AI_REQUESTS_PER_MINUTE": "requests_per_minute",
+    "MATCHING_AI_TOKENS_PER_MINUTE": "tokens_per_minute",
+    "MATCHING_AI_ITEMS_PER_REQUEST": "items_per_request",
+    "MATCHING_AI_TOP_K": "top_k",
+    "MATCHING_AI_PRICE_INPUT_PER_1M": "price_input_per_1m",
+    "MATCHING_AI_PRICE_OUTPUT_PER_1M": "price_output_per_1m",
+    "MATCHING_AI_REFRESH_CACHE": "refresh_cache",
+}
+"""Plain (non-secret) settings: environment variable -> resource field."""
+SECRET_ENV: dict[str, str] = {"OPENAI_API_KEY": "api_key", "OPENAI_BASE_URL": "base_url"}
+"""Read through ``dagster.EnvVar`` and only when set."""
+
+
+class OpenAIResource(dg.ConfigurableResource):
+    """Where the model is, how hard to push it, and what it costs.
+
+    Unconfigured (no key and no base URL) is a valid state: the AI stage then skips its items
+    with a note instead of failing the cascade or inventing answers.
+    """
+
+    api_key: str = ""
+    base_url: str = ""
+    model: str = DEFAULT_MODEL
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    max_concurrency: int = 16
+    requests_per_minute: float = 500.0
+    tokens_per_minute: float = 200_000.0
+    items_per_request: Literal["item", "chunk"] = "chunk"
+    """``chunk``: one request per ten-item chunk (a tenth of the requests, about a third of the
+    tokens per item); ``item``: one request per item. See docs/ai_stage.md for the measurements."""
+    top_k: int = 10
+    price_input_per_1m: float = 0.15
+    """USD per million prompt tokens (gpt-4o-mini list price); 0 for a local server."""
+    price_output_per_1m: float = 0.60
+    refresh_cache: bool = False
+    """Ask the model again even when a cached answer exists; the new answer replaces it."""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key or self.base_url)
+
+    def chat_settings(self) -> ChatSettings:
+        return ChatSettings(
+            model=self.model,
+            base_url=self.base_url or None,
+            api_key=self.api_key or None,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+        )
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.price_input_per_1m + completion_tokens * self.price_output_per_1m) / 1e6
+
+    @classmethod
+    def from_env(cls) -> OpenAIResource:
+        """The resource as the environment describes it; unset variables keep the defaults."""
+        values: dict[str, object] = {field: dg.EnvVar(name) for name, field in SECRET_ENV.items() if os.environ.get(name)}
+        for name, field in ENV_SETTINGS.items():
+            raw = os.environ.get(name, "").strip()
+            if raw:
+                values[field] = _parse(name, raw, cls.model_fields[field].annotation)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, annotation: object) -> object:
+    if annotation is bool:
+        if raw.lower() not in {"1", "true", "yes", "0", "false", "no"}:
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return raw.lower() in {"1", "true", "yes"}
+    if annotation in (int, float):
+        try:
+            return annotation(raw)  # type: ignore[operator]
+        except ValueError as exc:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    allowed = getattr(annotation, "__args__", None)
+    if allowed and raw not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw

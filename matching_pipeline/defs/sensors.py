@@ -1,0 +1,129 @@
+"""Sensors: new item files become chunks and runs; a finished stage starts the next one."""
+
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from matching_pipeline.core.models import STAGES
+from matching_pipeline.defs.jobs import catalog_job, stage_jobs
+from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.resources import CatalogResource, InboxResource, ResultsDatabaseResource
+from matching_pipeline.defs.stages import (
+    RANGE_END,
+    RANGE_START,
+    STAGE_SPECS,
+    TAG_BATCH,
+    TAG_JOB,
+    TAG_PROJECT,
+    TAG_STAGES,
+    plan_runs,
+    run_tags,
+)
+from matching_pipeline.ingest import scan_inbox
+from matching_pipeline.settings import parse_column_map
+from matching_pipeline.store import Batch
+
+RECOVERY_AGE = timedelta(minutes=5)
+"""A stored batch with no partitions after this long was interrupted mid-tick: finish it."""
+
+
+def stage_run_requests(batch: Batch, *, job_id: str, stages: Sequence[str] = STAGES) -> list[dg.RunRequest]:
+    """Runs that take a batch through its first stage; the cascade sensor does the rest."""
+    spec = STAGE_SPECS[stages[0]]
+    return [
+        dg.RunRequest(
+            job_name=spec.job_name,
+            run_key=f"{job_id}:{spec.stage}:{first}",
+            tags=run_tags(first, last, job_id=job_id, stages=stages),
+        )
+        for first, last in plan_runs(batch.chunk_keys, spec)
+    ]
+
+
+@dg.sensor(
+    jobs=[stage_jobs[STAGES[0]]],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="Ingests item files from the inbox: one batch per file, one partition per ten items.",
+)
+def new_items_sensor(
+    context: dg.SensorEvaluationContext, results: ResultsDatabaseResource, inbox: InboxResource
+) -> dg.SensorResult | dg.SkipReason:
+    db = results.get()
+    outcomes = scan_inbox(
+        db,
+        Path(inbox.inbox_dir),
+        Path(inbox.data_dir),
+        encoding=inbox.encoding,
+        columns=parse_column_map(inbox.columns),
+    )
+    for outcome in outcomes:
+        if outcome.error:
+            context.log.warning(f"rejected {outcome.path} -> {outcome.moved_to}: {outcome.error}")
+        elif outcome.batch and not outcome.batch.is_new:
+            context.log.info(f"{outcome.path.name}: same content as {outcome.batch.label}; nothing to do")
+        else:
+            context.log.info(f"{outcome.path.name}: {outcome.batch.label}, {outcome.batch.item_count} items")
+
+    fresh = [o.batch for o in outcomes if o.batch and o.batch.is_new]
+    cutoff = datetime.now(UTC) - RECOVERY_AGE
+    stale = [b for b in db.list_batches() if b.created_at < cutoff]
+    known = set(context.instance.get_dynamic_partitions(chunk_partitions.name))
+    to_start = _batches_missing_partitions(_unique(fresh + stale), known)
+    if not to_start:
+        return dg.SkipReason(f"{len(outcomes)} file(s) seen, no new chunks")
+    new_keys = [key for batch in to_start for key in batch.chunk_keys if key not in known]
+    requests = [
+        request for batch in to_start for request in stage_run_requests(batch, job_id=f"{batch.label}-ingest")
+    ]
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[chunk_partitions.build_add_request(new_keys)],
+    )
+
+
+def _unique(batches: Iterable[Batch]) -> list[Batch]:
+    seen: dict[int, Batch] = {}
+    for batch in batches:
+        seen.setdefault(batch.id, batch)
+    return list(seen.values())
+
+
+def _batches_missing_partitions(batches: Iterable[Batch], known: set[str]) -> list[Batch]:
+    return [b for b in batches if any(key not in known for key in b.chunk_keys)]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[stage_jobs[stage] for stage in STAGES[:-1]],
+    request_jobs=[stage_jobs[stage] for stage in STAGES[1:]],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="When a stage's run succeeds, starts the next stage of its job on the same chunks.",
+)
+def cascade_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    run = context.dagster_run
+    wanted = [s for s in run.tags.get(TAG_STAGES, "").split(",") if s]
+    current = next((s for s, spec in STAGE_SPECS.items() if spec.job_name == run.job_name), None)
+    following = [s for s in wanted if current in wanted and wanted.index(s) > wanted.index(current)]
+    if not following:
+        return dg.SkipReason(f"run {run.run_id} asks for no stage after {current}")
+    nxt = following[0]
+    carried = {k: v for k, v in run.tags.items() if k in (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_STAGES)}
+    return dg.RunRequest(job_name=STAGE_SPECS[nxt].job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)
+
+
+@dg.sensor(
+    job=catalog_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Rebuilds the catalog index when the catalog file's content changes.",
+)
+def catalog_sensor(context: dg.SensorEvaluationContext, catalog_source: CatalogResource) -> dg.SensorResult | dg.SkipReason:
+    version = catalog_source.version()
+    if context.cursor == version:
+        return dg.SkipReason(f"catalog version {version} unchanged")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"catalog-{version}")], cursor=version)

@@ -1,0 +1,446 @@
+"""The results database: items, arrival batches, per-stage decisions and the caches.
+
+One schema serves SQLite (the default file) and Postgres (``MATCHING_DATABASE_URL``) through
+SQLAlchemy Core. Dagster's own storage is the record of *progress*; this database is the record of
+*answers*, queryable by SQL (see the ``final_matches`` view).
+
+Writes that the pipeline repeats are idempotent by construction: a chunk's decisions for a stage
+are replaced in one transaction, and a batch is keyed by its content hash so that the same file
+dropped twice maps to the batch that already exists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from matching_pipeline.core.models import ITEM_FIELDS, STAGES, Candidate, Decision
+
+CHUNK_SIZE = 10
+"""Items per chunk partition. Fixed: chunks are never re-cut once they exist."""
+
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+metadata = sa.MetaData()
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("source_name", sa.Text, nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("item_count", sa.Integer, nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("project", "content_sha256", name="uq_batches_project_content"),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("project", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("batch_id", sa.Integer, sa.ForeignKey("batches.id"), nullable=False),
+    sa.Column("chunk_key", sa.Text, nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("part_number", sa.Text),
+    sa.Column("manufacturer", sa.Text),
+    sa.Column("gtin", sa.Text),
+    sa.Column("extra", sa.JSON, nullable=False),
+)
+
+match_results = sa.Table(
+    "match_results",
+    metadata,
+    sa.Column("project", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("stage", sa.String(16), primary_key=True),
+    sa.Column("chunk_key", sa.Text, nullable=False, index=True),
+    sa.Column("catalog_id", sa.Text),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("candidates", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("catalog_version", sa.String(80)),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+stage_chunks = sa.Table(
+    "stage_chunks",
+    metadata,
+    sa.Column("stage", sa.String(16), primary_key=True),
+    sa.Column("chunk_key", sa.Text, primary_key=True),
+    sa.Column("decided", sa.Integer, nullable=False),
+    sa.Column("matched", sa.Integer, nullable=False),
+    sa.Column("catalog_version", sa.String(80)),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""One row per chunk a stage has finished, even when it had nothing left to decide there."""
+
+cache = sa.Table(
+    "response_cache",
+    metadata,
+    sa.Column("namespace", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+_STAGE_ORDER = " ".join(f"WHEN '{stage}' THEN {rank}" for rank, stage in enumerate(STAGES))
+FINAL_MATCHES_VIEW = f"""
+CREATE VIEW final_matches AS
+SELECT r.* FROM match_results r
+WHERE (CASE r.stage {_STAGE_ORDER} END) = (
+    SELECT MAX(CASE l.stage {_STAGE_ORDER} END) FROM match_results l
+    WHERE l.project = r.project AND l.item_id = r.item_id
+)
+"""
+
+
+def chunk_key(batch_id: int, project: str, chunk_index: int) -> str:
+    """``b000012:acme:00003``: sorts in arrival order, names project and batch, no commas."""
+    return f"b{batch_id:06d}:{project}:{chunk_index:05d}"
+
+
+def parse_chunk_key(key: str) -> tuple[int, str, int]:
+    batch, project, index = key.split(":")
+    return int(batch[1:]), project, int(index)
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    project: str
+    source_name: str
+    content_sha256: str
+    item_count: int
+    chunk_count: int
+    created_at: datetime
+    is_new: bool = False
+
+    @property
+    def chunk_keys(self) -> list[str]:
+        return [chunk_key(self.id, self.project, i) for i in range(1, self.chunk_count + 1)]
+
+    @property
+    def label(self) -> str:
+        return f"b{self.id:06d}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON columns reject NaN on Postgres; turn it (and numpy scalars) into plain values."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+class ResultsDatabase:
+    """Typed access to the results database. Safe to share across threads."""
+
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("postgresql://"):
+            # dagster-postgres and this store share psycopg2; be explicit so SQLAlchemy never
+            # picks another driver.
+            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60}
+        self.engine = sa.create_engine(url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            if self.engine.url.database not in (None, "", ":memory:"):
+                Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if "final_matches" not in sa.inspect(conn).get_view_names():
+                conn.exec_driver_sql(FINAL_MATCHES_VIEW)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- batches and items -------------------------------------------------------------------
+
+    def find_batch(self, project: str, content_sha256: str) -> Batch | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(batches).where(batches.c.project == project, batches.c.content_sha256 == content_sha256)
+            ).first()
+        return _batch(row) if row else None
+
+    def get_batch(self, batch_id: int) -> Batch | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).first()
+        return _batch(row) if row else None
+
+    def list_batches(self, project: str | None = None) -> list[Batch]:
+        query = sa.select(batches).order_by(batches.c.id)
+        if project:
+            query = query.where(batches.c.project == project)
+        with self.engine.connect() as conn:
+            return [_batch(row) for row in conn.execute(query)]
+
+    def add_batch(self, project: str, source_name: str, content_sha256: str, frame: pd.DataFrame) -> Batch:
+        """Store ``frame`` as a new arrival batch and cut it into chunks, in one transaction.
+
+        Returns the existing batch (``is_new=False``) when the same content arrived before.
+        Raises ``ValueError`` naming the rows whose ``item_id`` an earlier batch of the project
+        already holds, since ids are unique within a project and an answer must not be overwritten
+        by accident.
+        """
+        if not PROJECT_NAME.match(project):
+            raise ValueError(f"project name {project!r} must be letters, digits, '-' or '_' (max 64)")
+        existing = self.find_batch(project, content_sha256)
+        if existing:
+            return existing
+        ids = frame["item_id"].tolist()
+        with self.engine.begin() as conn:
+            taken = _existing_item_ids(conn, project, ids)
+            if taken:
+                rows = [f"row {i + 1} ({item_id!r})" for i, item_id in enumerate(ids) if item_id in taken]
+                raise ValueError(
+                    f"item_id already ingested for project {project!r} by an earlier batch: "
+                    + ", ".join(rows[:20])
+                    + (f" and {len(rows) - 20} more" if len(rows) > 20 else "")
+                )
+            chunk_count = math.ceil(len(frame) / CHUNK_SIZE)
+            batch_id = conn.execute(
+                batches.insert().values(
+                    project=project,
+                    source_name=source_name,
+                    content_sha256=content_sha256,
+                    item_count=len(frame),
+                    chunk_count=chunk_count,
+                    created_at=_now(),
+                )
+            ).inserted_primary_key[0]
+            extra_columns = [c for c in frame.columns if c not in ITEM_FIELDS]
+            rows = [
+                {
+                    "project": project,
+                    "item_id": record["item_id"],
+                    "batch_id": batch_id,
+                    "chunk_key": chunk_key(batch_id, project, position // CHUNK_SIZE + 1),
+                    "position": position,
+                    **{name: record[name] for name in ITEM_FIELDS if name != "item_id"},
+                    "extra": _jsonable({c: record[c] for c in extra_columns}),
+                }
+                for position, record in enumerate(frame.to_dict("records"))
+            ]
+            conn.execute(items.insert(), rows)
+        batch = self.get_batch(batch_id)
+        assert batch is not None
+        return Batch(**{**batch.__dict__, "is_new": True})
+
+    def load_chunk_items(self, chunk_keys: Sequence[str]) -> pd.DataFrame:
+        """Items of the given chunks, in arrival order, with their extra columns expanded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(items).where(items.c.chunk_key.in_(list(chunk_keys))).order_by(items.c.batch_id, items.c.position)
+            ).mappings().all()
+        # object dtype keeps missing values as None, as read_table produces them
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in items.columns], dtype=object)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def replace_chunk_results(
+        self, stage: str, chunk: str, project: str, decisions: Iterable[Decision], catalog_version: str | None
+    ) -> None:
+        """Replace what ``stage`` decided for ``chunk``: re-materialising never duplicates."""
+        now = _now()
+        rows = [
+            {
+                "project": project,
+                "item_id": d.item_id,
+                "stage": stage,
+                "chunk_key": chunk,
+                "catalog_id": d.catalog_id,
+                "method": d.method,
+                "confidence": float(max(0.0, min(1.0, d.confidence))),
+                "evidence": _jsonable(d.evidence),
+                "candidates": _jsonable([c.to_dict() for c in d.candidates]),
+                "error": d.error,
+                "catalog_version": catalog_version,
+                "decided_at": now,
+            }
+            for d in decisions
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(match_results.delete().where(match_results.c.stage == stage, match_results.c.chunk_key == chunk))
+            conn.execute(stage_chunks.delete().where(stage_chunks.c.stage == stage, stage_chunks.c.chunk_key == chunk))
+            if rows:
+                conn.execute(match_results.insert(), rows)
+            conn.execute(
+                stage_chunks.insert().values(
+                    stage=stage,
+                    chunk_key=chunk,
+                    decided=len(rows),
+                    matched=sum(r["catalog_id"] is not None for r in rows),
+                    catalog_version=catalog_version,
+                    decided_at=now,
+                )
+            )
+
+    def stage_results(self, stage: str, chunk_keys: Sequence[str]) -> dict[str, dict[str, Decision]]:
+        """``{chunk_key: {item_id: Decision}}`` of one stage for the given chunks."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(match_results).where(
+                    match_results.c.stage == stage, match_results.c.chunk_key.in_(list(chunk_keys))
+                )
+            ).mappings().all()
+        out: dict[str, dict[str, Decision]] = {key: {} for key in chunk_keys}
+        for row in rows:
+            out[row["chunk_key"]][row["item_id"]] = _decision(row)
+        return out
+
+    def finished_chunks(self, stage: str, chunk_keys: Sequence[str]) -> set[str]:
+        """Which of ``chunk_keys`` the stage has written (possibly with nothing to decide)."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.select(stage_chunks.c.chunk_key).where(
+                        stage_chunks.c.stage == stage, stage_chunks.c.chunk_key.in_(list(chunk_keys))
+                    )
+                ).scalars()
+            )
+
+    def final_matches(self, project: str, batch_id: int | None = None) -> pd.DataFrame:
+        """One row per item: its latest stage's decision (or no row yet), with item fields."""
+        query = sa.text(
+            "SELECT i.item_id, f.catalog_id, f.stage, f.method, f.confidence, f.error, "
+            "i.description, i.part_number, i.manufacturer, i.gtin, i.chunk_key, i.batch_id, i.extra "
+            "FROM items i LEFT JOIN final_matches f ON f.project = i.project AND f.item_id = i.item_id "
+            "WHERE i.project = :project" + (" AND i.batch_id = :batch_id" if batch_id is not None else "")
+            + " ORDER BY i.batch_id, i.position"
+        ).columns(extra=sa.JSON, confidence=sa.Float)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query, {"project": project, "batch_id": batch_id}).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], dtype=object)
+
+    def project_summary(self, project: str) -> dict[str, Any]:
+        """Totals and match rate by stage and method, for the summary asset and the CLI."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(items.c.project == project)
+            ).scalar_one()
+            by_method = conn.execute(
+                sa.text(
+                    "SELECT stage, method, COUNT(*) AS n FROM final_matches "
+                    "WHERE project = :project AND catalog_id IS NOT NULL GROUP BY stage, method"
+                ),
+                {"project": project},
+            ).all()
+            decided = conn.execute(
+                sa.text("SELECT COUNT(*) FROM final_matches WHERE project = :project"), {"project": project}
+            ).scalar_one()
+            errors = conn.execute(
+                sa.text("SELECT COUNT(*) FROM final_matches WHERE project = :project AND error IS NOT NULL"),
+                {"project": project},
+            ).scalar_one()
+        matched = sum(n for _, _, n in by_method)
+        stages: dict[str, dict[str, Any]] = {}
+        for stage, method, n in by_method:
+            entry = stages.setdefault(stage, {"matched": 0, "methods": {}})
+            entry["matched"] += n
+            entry["methods"][method] = n
+        for stage, entry in stages.items():
+            entry["match_rate"] = round(entry["matched"] / total, 4) if total else 0.0
+        return {
+            "project": project,
+            "items": total,
+            "decided": decided,
+            "matched": matched,
+            "unmatched": total - matched,
+            "errors": errors,
+            "match_rate": round(matched / total, 4) if total else 0.0,
+            "by_stage": {stage: stages[stage] for stage in STAGES if stage in stages},
+        }
+
+    # -- caches ------------------------------------------------------------------------------
+
+    def cache_get(self, namespace: str, keys: Sequence[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(cache.c.key, cache.c.value, cache.c.created_at).where(
+                    cache.c.namespace == namespace, cache.c.key.in_(list(keys))
+                )
+            ).all()
+        return {key: {"value": value, "created_at": _aware(created)} for key, value, created in rows}
+
+    def cache_put(self, namespace: str, key: str, value: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(cache.delete().where(cache.c.namespace == namespace, cache.c.key == key))
+            conn.execute(cache.insert().values(namespace=namespace, key=key, value=_jsonable(value), created_at=_now()))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _existing_item_ids(conn: sa.Connection, project: str, ids: list[str]) -> set[str]:
+    taken: set[str] = set()
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        taken.update(
+            conn.execute(
+                sa.select(items.c.item_id).where(items.c.project == project, items.c.item_id.in_(part))
+            ).scalars()
+        )
+    return taken
+
+
+def _batch(row: Any) -> Batch:
+    data = dict(row._mapping)
+    data["created_at"] = _aware(data["created_at"])
+    return Batch(**data)
+
+
+def _decision(row: Any) -> Decision:
+    evidence = row["evidence"] if isinstance(row["evidence"], dict) else json.loads(row["evidence"] or "{}")
+    candidates = row["candidates"] if isinstance(row["candidates"], list) else json.loads(row["candidates"] or "[]")
+    return Decision(
+        item_id=row["item_id"],
+        catalog_id=row["catalog_id"],
+        method=row["method"],
+        confidence=row["confidence"],
+        evidence=evidence,
+        candidates=[Candidate.from_dict(c) for c in candidates],
+        error=row["error"],
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the webserver, the daemon's runs and the CLI read while one of them writes.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,215 @@
+"""The Dagster layer end to end: the inbox sensor, multi-chunk runs, re-runs and crashes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.resources import open_results_database
+from matching_pipeline.defs.sensors import cascade_sensor, new_items_sensor
+from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, TAG_JOB, TAG_PROJECT, TAG_STAGES
+from matching_pipeline.ingest import ingest_file
+from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.settings import SAMPLE_DIR, Settings
+
+SAMPLE_ITEMS = pd.read_csv(SAMPLE_DIR / "items.csv", dtype=str, keep_default_na=False)
+
+
+def drop(settings: Settings, project: str, name: str, content: str | bytes, *, age: float = 10) -> Path:
+    """Put a file in the inbox as an upload that finished ``age`` seconds ago."""
+    folder = settings.inbox_dir / project
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    past = time.time() - age
+    os.utime(path, (past, past))
+    return path
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    result = new_items_sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def materialized(instance: dg.DagsterInstance, asset: str) -> set[str]:
+    return instance.get_materialized_partitions(dg.AssetKey(asset))
+
+
+def test_sensor_turns_a_file_into_chunks_and_batched_runs(settings, defs, instance) -> None:
+    rows = pd.concat([SAMPLE_ITEMS] * 3, ignore_index=True).head(305)
+    rows["item_id"] = [f"x{i}" for i in range(len(rows))]
+    path = drop(settings, "acme", "items.csv", rows.to_csv(index=False))
+
+    result = tick(defs, instance)
+    assert isinstance(result, dg.SensorResult)
+    keys = list(result.dynamic_partitions_requests[0].partition_keys)
+    assert len(keys) == 31 and keys[0] == "b000001:acme:00001" and keys[-1] == "b000001:acme:00031"
+    requests = result.run_requests
+    per_run = STAGE_SPECS["enhanced"].chunks_per_run
+    assert len(requests) == -(-31 // per_run)  # batched, never one run per chunk
+    assert requests[0].tags[RANGE_START] == keys[0] and requests[-1].tags[RANGE_END] == keys[-1]
+    assert requests[0].tags[TAG_PROJECT] == "acme" and requests[0].job_name == "enhanced_job"
+    assert not path.exists() and list((settings.data_dir / "processed" / "acme").iterdir())
+
+    db = open_results_database(settings.database_url)
+    assert db.list_batches("acme")[0].item_count == 305
+
+    # The same content again is a no-op: no new batch, no partitions, no runs.
+    drop(settings, "acme", "items-again.csv", rows.to_csv(index=False))
+    again = tick(defs, instance)
+    assert isinstance(again, dg.SkipReason)
+    assert len(db.list_batches()) == 1
+    assert len(instance.get_dynamic_partitions(chunk_partitions.name)) == 31
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("no_desc.csv", "item_id,title\n1,Drill\n", "column 'description': required column is missing"),
+        ("empty.csv", "", "file is empty"),
+        ("latin.csv", "item_id,description\n1,ok\n2,Caf\xe9\n".encode("latin-1"), "row 2: byte"),
+        ("dupes.csv", "item_id,description\n7,a\n8,b\n7,c\n", "duplicate item_id '7' (rows 1, 3)"),
+        ("blank.csv", "item_id,description\n1,a\n2,\n", "row 2, column 'description': required value is empty"),
+        ("items.xlsx", "x", "unsupported file type"),
+    ],
+)
+def test_bad_files_are_kept_aside_with_a_reason_and_good_ones_still_go(settings, defs, instance, name, content, expected) -> None:
+    drop(settings, "acme", name, content)
+    drop(settings, "acme", "good.csv", SAMPLE_ITEMS.head(12).to_csv(index=False), age=5)
+    result = tick(defs, instance)
+
+    rejected = settings.data_dir / "rejected" / "acme"
+    kept = [p for p in rejected.iterdir() if not p.name.endswith(".reason.txt")]
+    assert len(kept) == 1 and kept[0].name.endswith(name)
+    reason = (rejected / (kept[0].name + ".reason.txt")).read_text()
+    assert name in reason and expected in reason
+    assert isinstance(result, dg.SensorResult)
+    assert len(result.dynamic_partitions_requests[0].partition_keys) == 2
+
+
+def test_files_still_being_written_wait_for_the_next_tick(settings, defs, instance) -> None:
+    path = drop(settings, "acme", "items.csv", SAMPLE_ITEMS.head(5).to_csv(index=False), age=0)
+    assert isinstance(tick(defs, instance), dg.SkipReason)
+    assert path.exists()
+
+
+def ingest(settings: Settings, instance: dg.DagsterInstance, n: int, project: str = "acme"):
+    path = settings.data_dir / f"{project}-{n}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    SAMPLE_ITEMS.head(n).to_csv(path, index=False)
+    batch = ingest_file(open_results_database(settings.database_url), path, project)
+    ensure_partitions(instance, batch.chunk_keys)
+    return batch
+
+
+def chunk_events(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetMaterialization]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return [r.event_log_entry.asset_materialization for r in records]
+
+
+def test_one_run_covers_many_chunks_with_one_event_per_chunk(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 115)
+    outcomes = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j1", stages=["enhanced"])
+    assert len(outcomes) == 1 and outcomes[0].success and outcomes[0].chunks == 12
+
+    events = chunk_events(instance, outcomes[0].run_id)
+    assert [e.partition for e in events] == batch.chunk_keys
+    last = events[-1].metadata
+    assert last["items"].value == 5 and last["decided"].value == 5
+    first = events[0].metadata
+    assert first["items"].value == 10
+    assert 0 <= first["match_rate"].value <= 1 and first["duration_s"].value >= 0
+    assert materialized(instance, "enhanced_matches") == set(batch.chunk_keys)
+
+    run = instance.get_run_by_id(outcomes[0].run_id)
+    assert run.tags[TAG_PROJECT] == "acme" and run.tags[TAG_JOB] == "j1"
+
+    db = open_results_database(settings.database_url)
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM match_results WHERE stage='enhanced'")).scalar_one() == 115
+
+
+def test_a_chunk_can_be_rerun_alone_without_duplicates(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 30)
+    run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j1", stages=["enhanced"])
+    again = run_stage(defs, instance, "enhanced", batch.chunk_keys[1:2], job_id="j2", stages=["enhanced"])
+    assert again[0].success and [e.partition for e in chunk_events(instance, again[0].run_id)] == [batch.chunk_keys[1]]
+    db = open_results_database(settings.database_url)
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM match_results")).scalar_one() == 30
+
+
+def test_chunks_finished_before_a_crash_stay_finished(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 80)
+    db = open_results_database(settings.database_url)
+    broken = batch.chunk_keys[5]
+    with db.engine.begin() as conn:  # a chunk whose items vanished makes the run fail part-way
+        saved = conn.execute(sa.text("SELECT * FROM items WHERE chunk_key = :k"), {"k": broken}).mappings().all()
+        conn.execute(sa.text("DELETE FROM items WHERE chunk_key = :k"), {"k": broken})
+
+    failed = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j1", stages=["enhanced"])
+    assert not failed[0].success and "has no items" in failed[0].error
+    assert materialized(instance, "enhanced_matches") == set(batch.chunk_keys[:5])
+    assert db.finished_chunks("enhanced", batch.chunk_keys) == set(batch.chunk_keys[:5])
+
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO items VALUES (:project, :item_id, :batch_id, :chunk_key, :position, :description, :part_number, :manufacturer, :gtin, :extra)"),
+                     [dict(r) | {"extra": "{}"} for r in saved])
+    todo = [k for k in batch.chunk_keys if k not in db.finished_chunks("enhanced", batch.chunk_keys)]
+    resumed = run_stage(defs, instance, "enhanced", todo, job_id="j1", stages=["enhanced"])
+    assert resumed[0].success and len(chunk_events(instance, resumed[0].run_id)) == 3
+    assert materialized(instance, "enhanced_matches") == set(batch.chunk_keys)
+
+
+def test_a_stage_refuses_chunks_its_predecessor_has_not_decided(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 20)
+    outcomes = run_stage(defs, instance, "ai", batch.chunk_keys, job_id="j1", stages=["ai"])
+    assert not outcomes[0].success
+    assert "enhanced stage has no results" in outcomes[0].error and "materialise enhanced_matches" in outcomes[0].error
+
+
+def test_cascade_sensor_starts_the_next_stage_on_the_same_chunks(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 20)
+    outcome = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j9", stages=["enhanced", "ai", "web_search"])[0]
+    run = instance.get_run_by_id(outcome.run_id)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="cascade_sensor", dagster_instance=instance, dagster_run=run,
+        dagster_event=next(iter(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS))).dagster_event,
+    )
+    request = cascade_sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.job_name == "ai_job"
+    assert request.tags[RANGE_START] == batch.chunk_keys[0] and request.tags[RANGE_END] == batch.chunk_keys[-1]
+    assert request.tags[TAG_JOB] == "j9" and request.tags[TAG_STAGES] == "enhanced,ai,web_search"
+
+    alone = run_stage(defs, instance, "enhanced", batch.chunk_keys[:1], job_id="j10", stages=["enhanced"])[0]
+    run = instance.get_run_by_id(alone.run_id)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="cascade_sensor", dagster_instance=instance, dagster_run=run,
+        dagster_event=next(iter(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS))).dagster_event,
+    )
+    assert isinstance(cascade_sensor(context), dg.SkipReason)
+
+
+def test_stages_have_distinct_backfill_policies_so_backfills_never_share_a_run() -> None:
+    # A stage yields no output, so a downstream stage in the same run would be skipped. Dagster's
+    # backfill daemon only groups a parent and child into one run when their policies are equal.
+    policies = [spec.backfill_policy for spec in STAGE_SPECS.values()]
+    assert len(set(policies)) == len(policies)
+    assert all(p.max_partitions_per_run and p.max_partitions_per_run > 1 for p in policies)
+
+
+def test_definitions_load(defs) -> None:
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"catalog", "enhanced_matches", "match_summary"} <= keys
+    assert {s.name for s in defs.sensors} >= {"new_items_sensor", "cascade_sensor", "catalog_sensor"}
