@@ -9,11 +9,14 @@ variable too, listed in :data:`ENV_SETTINGS` and in ``docs/ai_stage.md``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from matching_pipeline.clients.openai_chat import ChatSettings
+from matching_pipeline.clients.openai_chat import ChatSession, ChatSettings
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -51,8 +54,8 @@ class OpenAIResource(dg.ConfigurableResource):
     requests_per_minute: float = 500.0
     tokens_per_minute: float = 200_000.0
     items_per_request: Literal["item", "chunk"] = "chunk"
-    """``chunk``: one request per ten-item chunk (a tenth of the requests, about a third of the
-    tokens per item); ``item``: one request per item. See docs/ai_stage.md for the measurements."""
+    """``chunk``: one request per ten-item chunk (a tenth of the requests, 35% fewer tokens per
+    item in the benchmark); ``item``: one request per item. See docs/ai_stage.md."""
     top_k: int = 10
     price_input_per_1m: float = 0.15
     """USD per million prompt tokens (gpt-4o-mini list price); 0 for a local server."""
@@ -60,9 +63,36 @@ class OpenAIResource(dg.ConfigurableResource):
     refresh_cache: bool = False
     """Ask the model again even when a cached answer exists; the new answer replaces it."""
 
+    _session: ChatSession | None = PrivateAttr(default=None)
+
     @property
     def configured(self) -> bool:
         return bool(self.api_key or self.base_url)
+
+    @property
+    def session(self) -> ChatSession | None:
+        """The step's chat session; None when no model is configured."""
+        return self._session
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[OpenAIResource]:
+        """Open one chat session for the whole step (see :class:`ChatSession` for why), and log
+        what it took: attempts, 429s and retries are the signs of limits set too high."""
+        if not self.configured:
+            yield self
+            return
+        with ChatSession(self.chat_settings()) as session:
+            self._session = session
+            try:
+                yield self
+            finally:
+                self._session = None
+                stats = session.client.stats
+                if context.log is not None and stats.attempts:
+                    context.log.info(
+                        f"model API: {stats.attempts} requests sent, {stats.rate_limited} answered 429, "
+                        f"{stats.retries} retried"
+                    )
 
     def chat_settings(self) -> ChatSettings:
         return ChatSettings(

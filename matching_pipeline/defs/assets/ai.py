@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from matching_pipeline.clients.openai_chat import OpenAIChatClient
+from matching_pipeline.clients.openai_chat import ChatAPIError, ChatSession, OpenAIChatClient
 from matching_pipeline.core.llm import (
     PROMPT_VERSION,
     Answer,
@@ -56,8 +56,13 @@ class RequestRecord:
 class AIStage:
     """The AI stage's :class:`~matching_pipeline.defs.stages.StageLogic`."""
 
-    def __init__(self, openai: OpenAIResource, db: ResultsDatabase, catalog_version: str | None):
+    def __init__(
+        self, openai: OpenAIResource, session: ChatSession | None, db: ResultsDatabase, catalog_version: str | None
+    ):
+        if openai.configured and session is None:
+            raise ValueError("a configured model needs a chat session")
         self.openai = openai
+        self.session = session
         self.db = db
         self.catalog_version: str | None = catalog_version
         self._requests: dict[str, list[RequestRecord]] = {}
@@ -72,7 +77,7 @@ class AIStage:
             )
             for row in rows
         ]
-        if not self.openai.configured:
+        if self.session is None:
             return [
                 Decision(q.item_id, None, "skipped", 0.0, {"skipped": "no model configured"}, list(q.candidates))
                 for q in questions
@@ -90,7 +95,10 @@ class AIStage:
             groups = list(by_chunk.values())
         else:
             groups = [[q] for q in to_ask]
-        asked = asyncio.run(self._ask_all(groups, keys)) if groups else {}
+        try:
+            asked = self.session.run(self._ask_all(groups, keys)) if groups else {}
+        except ChatAPIError as exc:  # quota, rejected request, retries exhausted: fail with the reason
+            raise dg.Failure(description=str(exc)) from exc
         return [self._decision(q, cached.get(q.item_id) or asked.get(q.item_id), q.item_id in cached) for q in questions]
 
     def _decision(self, question: Question, outcome: Answer | ReplyError | None, from_cache: bool) -> Decision:
@@ -106,8 +114,9 @@ class AIStage:
     async def _ask_all(self, groups: Sequence[Sequence[Question]], keys: Mapping[str, str]) -> dict[str, Answer | ReplyError]:
         """Every group's request at once; the client holds them to its limits. A client error
         (quota, retries exhausted) fails the block: answers received so far are already cached."""
-        async with OpenAIChatClient(self.openai.chat_settings()) as chat:
-            results = await asyncio.gather(*(self._ask(chat, group, keys) for group in groups))
+        assert self.session is not None
+        chat = self.session.client
+        results = await asyncio.gather(*(self._ask(chat, group, keys) for group in groups))
         return {item_id: outcome for part in results for item_id, outcome in part.items()}
 
     async def _ask(
@@ -148,9 +157,9 @@ class AIStage:
             "cache_hits": sum(bool(d.evidence.get("cached")) for d in decisions),
             "latency_p50_s": _percentile(latencies, 0.50),
             "latency_p95_s": _percentile(latencies, 0.95),
-            "model": self.openai.model if self.openai.configured else "",
+            "model": self.openai.model if self.session else "",
         }
-        if not self.openai.configured:
+        if self.session is None:
             metadata["note"] = SKIPPED_NOTE
         return metadata
 
@@ -164,7 +173,7 @@ def _make_logic(context: dg.AssetExecutionContext) -> AIStage:
     openai: OpenAIResource = context.resources.openai
     if not openai.configured:
         context.log.warning(f"AI stage {SKIPPED_NOTE}")
-    return AIStage(openai, context.resources.results.get(), context.resources.catalog_source.version())
+    return AIStage(openai, openai.session, context.resources.results.get(), context.resources.catalog_source.version())
 
 
 ai_matches = stage_asset(
