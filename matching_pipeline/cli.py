@@ -181,6 +181,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from matching_pipeline.status import cli_status
+
+    return cli_status(args, _instance(_settings(args)))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from matching_pipeline.control import cli_control
+
+    settings = _settings(args)
+    return cli_control(args, _instance(settings), settings)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from matching_pipeline.api import serve
+
+    _instance(_settings(args))
+    serve(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matching-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +235,33 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--items", type=int, default=1000)
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(func=cmd_sample)
+
+    status = sub.add_parser("status", help="job status from the Dagster instance (the old MatchingJob row)")
+    status.add_argument("--project")
+    status.add_argument("--job")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    api = sub.add_parser("api", help="serve the jobs HTTP API (set MATCHING_API_TOKEN to require a bearer token)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    for name, text in (
+        ("cancel", "cancel a job: queued runs canceled, running runs terminated"),
+        ("pause", "pause a job: no new chunks start, chunks in flight finish"),
+        ("resume", "resume a job: run only its unfinished chunks"),
+        ("retry", "retry only a job's failed chunks and, within them, only failed items"),
+    ):
+        action = sub.add_parser(name, help=text)
+        action.add_argument("job")
+        action.add_argument("--json", action="store_true")
+        if name == "cancel":
+            action.add_argument("--failed", action="store_true", help="mark the job failed instead of canceled")
+            action.add_argument("--reason")
+        if name in ("resume", "retry"):
+            action.add_argument("--submit", action="store_true", help="submit runs to the daemon's queue instead of running them here")
+        action.set_defaults(func=cmd_control)
     return parser
 
 

@@ -34,7 +34,7 @@ def drop(settings: Settings, project: str, name: str, content: str | bytes, *, a
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    context = dg.build_sensor_context(instance=instance, resources={k: defs.resources[k] for k in ("results", "inbox")})
     result = new_items_sensor(context)
     if isinstance(result, dg.SensorResult):
         for request in result.dynamic_partitions_requests or []:

@@ -1,0 +1,180 @@
+"""Scheduled repairs and re-runs, and the sensor that carries a re-decide through later stages.
+
+Dagster schedules cannot launch backfills, and a schedule targets one job, so each of these yields
+range ``RunRequest``s (the same ranges and tags the sensors and ``control.py`` use) for one stage's
+job; later stages follow through a run-status sensor:
+
+- ``repair_<stage>_schedule`` (cron ``MATCHING_REPAIR_CRON``, default ``0 2 * * *``): for every
+  job created in the last ``MATCHING_REPAIR_LOOKBACK_DAYS`` (default 7) that is idle, not paused,
+  canceled or marked failed, re-launches its failed or missing chunks whose earliest failed stage
+  is ``<stage>``, re-deciding only failed items (``matching/redecide=failed``) under the job's id.
+  ``enhanced`` is offline and cheap: RUNNING by default. ``ai`` and ``web_search`` cost money:
+  STOPPED by default.
+- ``catalog_rerun_schedule`` (cron ``MATCHING_CATALOG_RERUN_CRON``, default ``30 3 * * *``,
+  STOPPED by default: it calls the model and the search API): when the catalog's version differs
+  from the one the AI stage decided a chunk with, re-runs the AI stage, then web search, for the
+  items still unmatched there (``matching/redecide=unmatched``), as job
+  ``<batch>-catalog-<version>``.
+- ``redecide_sensor`` (RUNNING): when a run tagged ``matching/redecide`` succeeds, starts the next
+  stage of its ``matching/plan`` on the same chunks with the same tag.
+
+No ``from __future__ import annotations`` here: this module defines schedules and sensors.
+"""
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from matching_pipeline.core.models import STAGES
+from matching_pipeline.defs.jobs import stage_jobs
+from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.resources import CatalogResource
+from matching_pipeline.defs.stages import (
+    RANGE_END,
+    RANGE_START,
+    STAGE_SPECS,
+    TAG_BATCH,
+    TAG_JOB,
+    TAG_PROJECT,
+    TAG_REDECIDE,
+    TAG_STAGES,
+    run_tags,
+)
+from matching_pipeline.status import TAG_CONTROL, TAG_PLAN, load_job, stage_of_job_name
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+REPAIR_CRON = _env("MATCHING_REPAIR_CRON", "0 2 * * *")
+CATALOG_RERUN_CRON = _env("MATCHING_CATALOG_RERUN_CRON", "30 3 * * *")
+SCHEDULE_TIMEZONE = _env("MATCHING_SCHEDULE_TIMEZONE", "UTC")
+REPAIR_DEFAULTS = {"enhanced": dg.DefaultScheduleStatus.RUNNING}
+
+
+def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: int, stamp: str) -> list[dg.RunRequest]:
+    """Run requests that re-launch, for ``stage``, the failed or missing chunks of idle jobs."""
+    from matching_pipeline.control import contiguous_ranges, failed_work, stages_through
+
+    since = datetime.now(UTC) - timedelta(days=lookback_days)
+    recent = instance.get_run_records(dg.RunsFilter(created_after=since))
+    jobs = sorted({r.dagster_run.tags[TAG_JOB] for r in recent if r.dagster_run.tags.get(TAG_JOB)})
+    ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
+    requests = []
+    for job_id in jobs:
+        facts = load_job(instance, job_id, partition_keys=ordered)
+        if facts is None or stage not in facts.stages or facts.active_runs():
+            continue
+        if facts.control in ("paused", "canceled", "failed"):
+            continue
+        todo = failed_work(facts).get(stage, [])
+        for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+            tags = run_tags(first, last, job_id=job_id, stages=stages_through(facts.stages, stage))
+            tags.update({TAG_PLAN: ",".join(facts.stages), TAG_REDECIDE: "failed", "matching/trigger": "repair"})
+            requests.append(dg.RunRequest(run_key=f"repair:{stamp}:{job_id}:{stage}:{first}", tags=tags))
+    return requests
+
+
+def _repair_schedule(stage: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"repair_{stage}_schedule",
+        cron_schedule=REPAIR_CRON,
+        execution_timezone=SCHEDULE_TIMEZONE,
+        job=stage_jobs[stage],
+        default_status=REPAIR_DEFAULTS.get(stage, dg.DefaultScheduleStatus.STOPPED),
+        description=f"Nightly: re-launch failed or missing {stage} chunks of idle jobs, failed items only.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        stamp = (context.scheduled_execution_time or datetime.now(UTC)).strftime("%Y%m%dT%H%M")
+        lookback = int(_env("MATCHING_REPAIR_LOOKBACK_DAYS", "7"))
+        requests = repair_requests(context.instance, stage, lookback_days=lookback, stamp=stamp)
+        return requests or dg.SkipReason(f"no failed or missing {stage} chunks")
+
+    return _schedule
+
+
+repair_schedules = [_repair_schedule(stage) for stage in STAGES]
+
+
+def _latest_ai_versions(instance: dg.DagsterInstance) -> dict[str, tuple[str, float]]:
+    """``{chunk: (catalog_version, match_rate)}`` of the AI stage's latest materialisation."""
+    latest: dict[str, tuple[str, float]] = {}
+    cursor = None
+    key = dg.AssetKey(STAGE_SPECS["ai"].asset_name)
+    while True:
+        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor, ascending=False)
+        for record in result.records:
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition in latest or materialization.partition is None:
+                continue
+            metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+            latest[materialization.partition] = (str(metadata.get("catalog_version", "")), float(metadata.get("match_rate", 0) or 0))
+        if not result.has_more:
+            return latest
+        cursor = result.cursor
+
+
+def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[dg.RunRequest]:
+    from matching_pipeline.control import contiguous_ranges
+    from matching_pipeline.store import parse_chunk_key
+
+    ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
+    stale = {c for c, (v, rate) in _latest_ai_versions(instance).items() if v and v != version and rate < 1.0}
+    by_batch: dict[tuple[int, str], list[str]] = {}
+    for chunk in ordered:
+        if chunk in stale:
+            batch, project, _ = parse_chunk_key(chunk)
+            by_batch.setdefault((batch, project), []).append(chunk)
+    requests = []
+    for (batch, _project), chunks in by_batch.items():
+        job_id = f"b{batch:06d}-catalog-{version}"
+        for first, last in contiguous_ranges(chunks, ordered, STAGE_SPECS["ai"].chunks_per_run):
+            tags = run_tags(first, last, job_id=job_id, stages=["ai"])
+            tags.update({TAG_PLAN: "ai,web_search", TAG_REDECIDE: "unmatched", "matching/trigger": "catalog"})
+            requests.append(dg.RunRequest(run_key=f"catalog:{version}:{first}", tags=tags))
+    return requests
+
+
+@dg.schedule(
+    name="catalog_rerun_schedule",
+    cron_schedule=CATALOG_RERUN_CRON,
+    execution_timezone=SCHEDULE_TIMEZONE,
+    job=stage_jobs["ai"],
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="When the catalog version changed, re-run AI then web search for items still unmatched.",
+)
+def catalog_rerun_schedule(context: dg.ScheduleEvaluationContext, catalog_source: CatalogResource):
+    version = catalog_source.version()
+    requests = catalog_rerun_requests(context.instance, version)
+    return requests or dg.SkipReason(f"every AI decision already uses catalog version {version}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[stage_jobs[s] for s in STAGES[:-1]],
+    request_jobs=[stage_jobs[s] for s in STAGES[1:]],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Carries a retry-failed or catalog re-run (matching/redecide) to the next stage.",
+)
+def redecide_sensor(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    mode = run.tags.get(TAG_REDECIDE)
+    if not mode:
+        return dg.SkipReason("not a re-decide run")
+    if run.tags.get(TAG_CONTROL) in ("paused", "canceled", "failed"):
+        return dg.SkipReason(f"job is {run.tags[TAG_CONTROL]}")
+    plan = [s for s in run.tags.get(TAG_PLAN, "").split(",") if s in STAGES]
+    current = stage_of_job_name(run.job_name)
+    following = [s for s in plan if current in plan and plan.index(s) > plan.index(current)]
+    if not following:
+        return dg.SkipReason(f"nothing after {current}")
+    nxt = following[0]
+    carried = {k: v for k, v in run.tags.items() if k in (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_PLAN, TAG_REDECIDE, "matching/trigger")}
+    carried[TAG_STAGES] = ",".join(plan[: plan.index(nxt) + 1])
+    return dg.RunRequest(job_name=STAGE_SPECS[nxt].job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)
+
+
+schedules = [*repair_schedules, catalog_rerun_schedule]
