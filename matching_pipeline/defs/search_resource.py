@@ -8,6 +8,7 @@ the UI, logs or metadata (:meth:`SearchResource.describe` is what may be shown).
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import dagster as dg
 import httpx
@@ -15,7 +16,6 @@ from pydantic import Field
 
 from matching_pipeline.clients.search import BraveProvider, Pace, SearchClient, SearchProvider, SearxngProvider
 
-PROVIDERS: tuple[str, ...] = ("searxng", "brave")
 NOT_CONFIGURED_NOTE = (
     "no search provider is configured (set SEARXNG_URL for a SearXNG instance or BRAVE_SEARCH_API_KEY "
     "for Brave Search): the web-search stage skipped its items, which stay unmatched"
@@ -30,7 +30,7 @@ class SearchResource(dg.ConfigurableResource):
     so the budget holds across concurrent runs.
     """
 
-    provider: str = Field(default="searxng", description="searxng (default) or brave")
+    provider: Literal["searxng", "brave"] = "searxng"
     searxng_url: str = Field(default="", description="Base URL of a SearXNG instance with the JSON format enabled")
     brave_api_key: str = Field(default="", description="Brave Search subscription token (set via EnvVar)")
     brave_base_url: str = "https://api.search.brave.com"
@@ -48,7 +48,7 @@ class SearchResource(dg.ConfigurableResource):
     @property
     def configured(self) -> bool:
         """Whether the chosen provider has what it needs to be called at all."""
-        return bool(self.searxng_url) if self.provider == "searxng" else bool(self.brave_api_key)
+        return bool(self.brave_api_key) if self.provider == "brave" else bool(self.searxng_url)
 
     def describe(self) -> str:
         """Provider and host, safe to show: never the key, never credentials in a URL."""
@@ -56,11 +56,9 @@ class SearchResource(dg.ConfigurableResource):
         return f"{provider.name}@{provider.host}"
 
     def build_provider(self) -> SearchProvider:
-        if self.provider == "searxng":
-            return SearxngProvider(self.searxng_url)
         if self.provider == "brave":
             return BraveProvider(self.brave_api_key, self.brave_base_url)
-        raise dg.Failure(f"search provider {self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        return SearxngProvider(self.searxng_url)
 
     def new_pace(self) -> Pace:
         """The run's query budget: make one per run and share it with every client of the run."""
@@ -93,8 +91,10 @@ class SearchResource(dg.ConfigurableResource):
         searxng = os.environ.get("SEARXNG_URL")
         brave = os.environ.get("BRAVE_SEARCH_API_KEY")
         provider = os.environ.get("MATCHING_SEARCH_PROVIDER") or ("brave" if brave and not searxng else "searxng")
+        if provider not in ("searxng", "brave"):
+            raise ValueError(f"MATCHING_SEARCH_PROVIDER must be searxng or brave, got {provider!r}")
         return cls(
-            provider=provider,
+            provider=provider,  # type: ignore[arg-type]
             searxng_url=dg.EnvVar("SEARXNG_URL") if searxng else "",
             brave_api_key=dg.EnvVar("BRAVE_SEARCH_API_KEY") if brave else "",
             brave_base_url=os.environ.get("BRAVE_SEARCH_BASE_URL") or "https://api.search.brave.com",

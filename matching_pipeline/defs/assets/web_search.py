@@ -3,8 +3,10 @@
 For each pending item it runs the item's queries (most specific first, stopping at the first
 decisive one), reads identifiers from the results and lets the pure rule in
 :mod:`matching_pipeline.core.web_evidence` accept a match only when the catalog and the
-evidence agree. Every answered query is cached in the results database by provider and query,
-so re-materialising a chunk asks the engine nothing it has already answered.
+evidence agree. When several entries are supported and a model is configured (the AI stage's
+``openai`` resource and client), the model picks one of *those* entries or none from the
+snippets, and its pick must pass the same checks. Every answered query and every model answer
+is cached in the results database, so re-materialising a chunk pays for nothing twice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
+from matching_pipeline.clients.openai_chat import ChatAPIError, ChatSession, OpenAIChatClient
 from matching_pipeline.clients.search import (
     SearchClient,
     SearchConfigurationError,
@@ -26,6 +29,15 @@ from matching_pipeline.clients.search import (
     SearchTransientError,
 )
 from matching_pipeline.core.catalog import CatalogIndex
+from matching_pipeline.core.llm import (
+    Answer,
+    ReplyError,
+    build_messages,
+    cache_key,
+    max_completion_tokens,
+    parse_reply,
+    response_format,
+)
 from matching_pipeline.core.models import Candidate, Decision
 from matching_pipeline.core.web_evidence import (
     ItemProfile,
@@ -33,12 +45,16 @@ from matching_pipeline.core.web_evidence import (
     WebVerdict,
     assess,
     build_queries,
+    confirm,
+    confirmation_question,
 )
+from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.search_resource import NOT_CONFIGURED_NOTE, SearchResource
 from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset
 from matching_pipeline.store import ResultsDatabase
 
 MAX_CANDIDATES = 10
+CONFIRM_NAMESPACE = "web_confirm"
 
 
 class SearchCache:
@@ -120,8 +136,15 @@ class WebSearchStage:
         db: ResultsDatabase,
         index: CatalogIndex | None,
         settings: WebEvidenceSettings = WebEvidenceSettings(),
+        openai: OpenAIResource | None = None,
+        session: ChatSession | None = None,
     ):
+        if (openai is None) != (session is None):
+            raise ValueError("model confirmation needs both the OpenAI resource and its chat session")
         self.search = search
+        self.db = db
+        self.openai = openai
+        self.session = session
         self.index = index
         self.settings = settings
         self.catalog_version: str | None = index.version if index else None
@@ -133,8 +156,10 @@ class WebSearchStage:
         rows = pending.to_dict("records")
         if not self.search.configured:
             return [_skipped(str(row["item_id"]), earlier.get(str(row["item_id"]))) for row in rows]
+        block = self._decide_block(rows, earlier)
         try:
-            return asyncio.run(self._decide_block(rows, earlier))
+            # With a model, run on the chat session's step-long loop, where its client lives.
+            return self.session.run(block) if self.session else asyncio.run(block)
         except* SearchConfigurationError as group:
             raise dg.Failure(str(group.exceptions[0])) from None
 
@@ -142,17 +167,23 @@ class WebSearchStage:
         assert self._pace is not None
         plans = [build_queries(row, self.settings) for row in rows]
         cached = await asyncio.to_thread(self.cache.fresh, [q for plan in plans for q in plan])
+        chat = self.session.client if self.session else None
         async with self.search.new_http() as http:
             queries = _BlockQueries(self.search.new_client(http, self._pace), self.cache, cached, self.search.results_per_query)
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._decide_item(queries, row, plan, earlier.get(str(row["item_id"]))))
+                    group.create_task(self._decide_item(queries, chat, row, plan, earlier.get(str(row["item_id"]))))
                     for row, plan in zip(rows, plans, strict=True)
                 ]
         return [task.result() for task in tasks]
 
     async def _decide_item(
-        self, queries: _BlockQueries, row: dict[str, Any], plan: list[str], prior: Decision | None
+        self,
+        queries: _BlockQueries,
+        chat: OpenAIChatClient | None,
+        row: dict[str, Any],
+        plan: list[str],
+        prior: Decision | None,
     ) -> Decision:
         assert self.index is not None
         item_id = str(row["item_id"])
@@ -170,12 +201,42 @@ class WebSearchStage:
             verdict = assess(profile, list(results.values()), self.index, earlier_ids, self.settings)
             if verdict.decisive:
                 break
+        errors = [r["error"] for r in records if "error" in r]
+        if verdict.outcome == "ambiguous" and chat is not None:
+            verdict, failure = await self._confirm(chat, row, verdict, earlier_ids)
+            errors += [failure] if failure else []
         evidence = {"outcome": verdict.outcome, **verdict.evidence, "results_read": len(results), "queries": records}
         candidates = _merge(verdict.supported, prior_candidates)
         if verdict.catalog_id is not None:
             return Decision(item_id, verdict.catalog_id, "web", verdict.confidence, evidence, candidates)
-        errors = [r["error"] for r in records if "error" in r]
         return Decision(item_id, None, "none", 0.0, evidence, candidates, error="; ".join(errors) or None)
+
+    async def _confirm(
+        self, chat: OpenAIChatClient, row: dict[str, Any], verdict: WebVerdict, earlier_ids: set[str]
+    ) -> tuple[WebVerdict, str | None]:
+        """Let the model pick among the supported entries (cached by model, prompt and question)."""
+        assert self.openai is not None
+        question = confirmation_question(str(row["item_id"]), row, verdict, self.settings)
+        key = cache_key(self.openai.model, question)
+        hit = await asyncio.to_thread(self.db.cache_get, CONFIRM_NAMESPACE, [key])
+        if key in hit:
+            answer = Answer.from_cache(hit[key]["value"])
+        else:
+            try:
+                reply = await chat.complete(
+                    build_messages([question]),
+                    response_format=response_format([question]),
+                    max_tokens=max_completion_tokens([question]),
+                )
+            except ChatAPIError as exc:
+                return verdict, f"model confirmation failed: {exc}"
+            parsed = parse_reply([question], reply.content, finish_reason=reply.finish_reason, refusal=reply.refusal)
+            answer_or_error = parsed[question.item_id]
+            if isinstance(answer_or_error, ReplyError):
+                return verdict, f"model confirmation failed: {answer_or_error}"
+            answer = answer_or_error
+            await asyncio.to_thread(self.db.cache_put, CONFIRM_NAMESPACE, key, answer.to_cache())
+        return confirm(row, verdict, answer, earlier_ids, self.settings), None
 
     def chunk_metadata(self, decisions: Sequence[Decision]) -> dict[str, Any]:
         if not self.search.configured:
@@ -189,6 +250,7 @@ class WebSearchStage:
             "results_read": sum(int(d.evidence.get("results_read", 0)) for d in decisions),
             "query_errors": sum("error" in r for r in records),
             "ambiguous": sum(d.evidence.get("outcome") == "ambiguous" for d in decisions),
+            "model_confirmations": sum("model" in d.evidence for d in decisions),
         }
         if latencies:
             p50, p95 = np.percentile(latencies, [50, 95])
@@ -215,7 +277,10 @@ def _make_logic(context: dg.AssetExecutionContext) -> WebSearchStage:
         context.log.warning(NOT_CONFIGURED_NOTE)
         return WebSearchStage(search, db, None)
     index, _ = context.resources.catalog_source.load_index()
-    return WebSearchStage(search, db, index)
+    openai: OpenAIResource = context.resources.openai
+    if openai.session is None:
+        return WebSearchStage(search, db, index)
+    return WebSearchStage(search, db, index, openai=openai, session=openai.session)
 
 
 web_search_matches = stage_asset(
@@ -225,8 +290,9 @@ web_search_matches = stage_asset(
         "Stage 3: searches the web (SearXNG or Brave Search) for items still unmatched, reads GTINs and "
         "model/part numbers from the results and accepts a catalog entry only when one entry is supported "
         "by results about the item, nothing competes or conflicts, and the catalog corroborates it. "
+        "With a model configured, it picks among several supported entries under the same checks. "
         "Responses are cached by provider and query."
     ),
-    resource_keys={"search", "catalog_source"},
+    resource_keys={"search", "catalog_source", "openai"},
     make_logic=_make_logic,
 )
