@@ -57,4 +57,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Built when Dagster loads the code location, so it reads the environment of that moment."""
+    return build_definitions()
