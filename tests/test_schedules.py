@@ -1,0 +1,47 @@
+"""The nightly repair and the catalog re-run plan exactly the unfinished or stale chunks."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from matching_pipeline.defs.resources import open_results_database
+from matching_pipeline.defs.schedules import catalog_rerun_requests, repair_requests
+from matching_pipeline.defs.stages import RANGE_END, RANGE_START, TAG_JOB, TAG_REDECIDE
+from matching_pipeline.runner import run_stage
+from tests.test_pipeline import ingest
+
+
+def test_repair_relaunches_only_the_chunks_a_failed_run_left(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 40)
+    db = open_results_database(settings.database_url)
+    broken = batch.chunk_keys[2]
+    with db.engine.begin() as conn:
+        saved = conn.execute(sa.text("SELECT * FROM items WHERE chunk_key = :k"), {"k": broken}).mappings().all()
+        conn.execute(sa.text("DELETE FROM items WHERE chunk_key = :k"), {"k": broken})
+    failed = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j-repair", stages=["enhanced"])
+    assert not failed[0].success
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO items VALUES (:project, :item_id, :batch_id, :chunk_key, :position, :description, :part_number, :manufacturer, :gtin, :extra)"),
+            [dict(r) | {"extra": "{}"} for r in saved],
+        )
+
+    requests = repair_requests(instance, "enhanced", lookback_days=7, stamp="t1")
+    assert len(requests) == 1
+    tags = requests[0].tags
+    assert (tags[RANGE_START], tags[RANGE_END]) == (batch.chunk_keys[2], batch.chunk_keys[3])
+    assert tags[TAG_JOB] == "j-repair" and tags[TAG_REDECIDE] == "failed"
+    assert repair_requests(instance, "ai", lookback_days=7, stamp="t1") == []  # not a stage of that job
+
+
+def test_catalog_rerun_targets_chunks_decided_under_another_catalog_version(settings, defs, instance) -> None:
+    batch = ingest(settings, instance, 30)
+    for stage in ("enhanced", "ai"):
+        assert run_stage(defs, instance, stage, batch.chunk_keys, job_id="j-cat", stages=["enhanced", "ai"])[0].success
+    version = defs.resources["catalog_source"].version()
+    assert catalog_rerun_requests(instance, version) == []
+
+    requests = catalog_rerun_requests(instance, "a-newer-version")
+    covered = {(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests}
+    assert covered == {(batch.chunk_keys[0], batch.chunk_keys[-1])}
+    assert all(r.tags[TAG_REDECIDE] == "unmatched" for r in requests)
