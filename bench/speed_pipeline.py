@@ -113,6 +113,7 @@ def main() -> int:
     parser.add_argument("--catalog", type=int, default=50_000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--core-only", action="store_true", help="measure index_s and match_s only")
     args = parser.parse_args()
 
     from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
@@ -142,9 +143,10 @@ def main() -> int:
 
     print(f"machine: {os.cpu_count()} cores; items {len(items)}, catalog {len(catalog)}")
     print(f"index_s {index_s:.1f}  match_s {match_s:.1f}  (matched {matched}/{len(items)})")
+    backends = [] if args.core_only else (["sqlite", "postgres"] if args.backend == "both" else [args.backend])
     n_chunks = -(-len(items) // CHUNK_SIZE)
     failures = []
-    for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+    for backend in backends:
         databases: list[str] = []
         try:
             env, databases = environment(work, backend, f"{backend}_noop")

@@ -44,15 +44,19 @@ def _instance(settings: Settings):
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from matching_pipeline.definitions import build_definitions
     from matching_pipeline.defs.resources import open_results_database
     from matching_pipeline.ingest import ingest_file
     from matching_pipeline.reports import export_results, format_summary
-    from matching_pipeline.runner import ensure_partitions, materialize_catalog, new_job_id, run_stage
+    from matching_pipeline.runner import ensure_partitions, new_job_id, run_stage
 
     settings = _settings(args)
+    requested = args.stages.split(",") if args.stages else list(STAGES)
+    unknown = [s for s in requested if s not in STAGES]
+    if unknown:
+        print(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    stages = [s for s in STAGES if s in requested]
     items_path = Path(args.items)
     if not settings.catalog_path.exists():
         print(f"catalog file not found: {settings.catalog_path}", file=sys.stderr)
@@ -71,18 +75,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     defs = build_definitions(settings)
     instance = _instance(settings)
     ensure_partitions(instance, batch.chunk_keys)
-    catalog_defs = defs.resolve_all_asset_keys()
-    stages = [s for s in (args.stages.split(",") if args.stages else STAGES)]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        print(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
-        return 2
-    available = {key.to_user_string() for key in catalog_defs}
-    stages = [s for s in STAGES if s in stages and f"{s}_matches" in available]
-
     try:
-        _refresh_catalog(defs, instance, settings, dg)
-    except Exception as exc:  # a bad catalog file is the user's to fix: say which and why
+        _refresh_catalog(defs, instance, settings)
+    except (InputError, RuntimeError) as exc:  # a bad catalog file is the user's to fix: say which and why
         print(str(exc), file=sys.stderr)
         return 2
 
@@ -125,7 +120,10 @@ def cmd_match(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _refresh_catalog(defs, instance, settings: Settings, dg) -> None:
+def _refresh_catalog(defs, instance, settings: Settings) -> None:
+    """Materialise the catalog asset when the file's version is not the one last materialised."""
+    import dagster as dg
+
     from matching_pipeline.runner import materialize_catalog
 
     resource = defs.resources["catalog_source"]
@@ -141,15 +139,17 @@ def _refresh_catalog(defs, instance, settings: Settings, dg) -> None:
 
 
 def _stage_note(instance, run_ids: Sequence[str]) -> str | None:
-    """The human note a stage left on its chunks (for example, why it skipped), if any."""
+    """The human note a stage left on its chunks (for example, why it skipped), if any.
+
+    A stage writes the same note on every chunk it skipped, so each run's first event tells.
+    """
     import dagster as dg
 
     for run_id in run_ids:
-        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-        for record in records:
-            materialization = record.event_log_entry.asset_materialization
-            if materialization and "note" in materialization.metadata:
-                return str(materialization.metadata["note"].value)
+        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1).records
+        materialization = records[0].event_log_entry.asset_materialization if records else None
+        if materialization and "note" in materialization.metadata:
+            return str(materialization.metadata["note"].value)
     return None
 
 

@@ -42,6 +42,7 @@ import dagster as dg
 from matching_pipeline.core.models import STAGES
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.stages import (
+    plan_runs,
     RANGE_END,
     RANGE_START,
     STAGE_SPECS,
@@ -78,29 +79,6 @@ class UnknownJob(ControlError):
 
 
 # -- planning ----------------------------------------------------------------------------------
-
-
-def contiguous_ranges(todo: Sequence[str], ordered: Sequence[str], per_run: int) -> list[tuple[str, str]]:
-    """``(first, last)`` ranges covering exactly ``todo``: a range never spans a chunk outside it.
-
-    A partition range is resolved over every key between its ends, so planning ranges over a
-    sparse list (as ``plan_runs`` does) would redo the finished chunks in the gaps.
-    """
-    wanted = set(todo)
-    ranges: list[tuple[str, str]] = []
-    run: list[str] = []
-    for key in ordered:
-        if key in wanted:
-            run.append(key)
-            if len(run) == per_run:
-                ranges.append((run[0], run[-1]))
-                run = []
-        elif run:
-            ranges.append((run[0], run[-1]))
-            run = []
-    if run:
-        ranges.append((run[0], run[-1]))
-    return ranges
 
 
 def _previous(stages: Sequence[str], stage: str) -> str | None:
@@ -274,7 +252,7 @@ def create_job(
     ensure_partitions(instance, batch.chunk_keys)
     submitter = submitter or Submitter(instance)
     spec = STAGE_SPECS[stages[0]]
-    for first, last in contiguous_ranges(batch.chunk_keys, _ordered(instance), spec.chunks_per_run):
+    for first, last in plan_runs(batch.chunk_keys, spec.chunks_per_run, _ordered(instance)):
         tags = run_tags(first, last, job_id=job_id, stages=stages)
         tags[TAG_PLAN] = ",".join(stages)
         submitter.submit(stages[0], tags)
@@ -352,7 +330,7 @@ def resume_job(
     if defs is not None:
         for stage in facts.stages:
             todo = unfinished_work(facts).get(stage, [])
-            for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+            for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
                 if not _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True), out):
                     return out
             facts = _require(instance, job_id)
@@ -361,7 +339,7 @@ def resume_job(
         return out
     submitter = submitter or Submitter(instance)
     for stage, todo in unfinished_work(facts).items():
-        for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+        for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
             out.runs.append(submitter.submit(stage, _tags(facts, stage, first, last, narrow=False)))
     return out
 
@@ -390,7 +368,7 @@ def retry_failed(
         carried: list[str] = []
         for stage in facts.stages:
             todo = [c for c in facts.chunks if c in set(carried) | set(work.get(stage, []))]
-            for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+            for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
                 if not _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True, extra=extra), out):
                     return out
             carried = todo
@@ -399,7 +377,7 @@ def retry_failed(
         return out
     submitter = submitter or Submitter(instance)
     for stage, todo in work.items():
-        for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+        for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
             out.runs.append(submitter.submit(stage, _tags(facts, stage, first, last, narrow=True, extra=extra)))
     return out
 
@@ -432,7 +410,7 @@ def process_next(instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions
         busy = bool(facts.active_runs())
         return out, "runs in progress cover the remaining chunks" if busy else "nothing left to process"
     stage, todo = next(iter(work.items()))
-    first, last = contiguous_ranges(todo, _ordered(instance), STAGE_SPECS[stage].chunks_per_run)[0]
+    first, last = plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, _ordered(instance))[0]
     _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True), out)
     return out, _message(stage, first, last, out)
 
@@ -475,7 +453,6 @@ __all__ = [
     "Submitter",
     "UnknownJob",
     "cancel_job",
-    "contiguous_ranges",
     "create_job",
     "failed_work",
     "pause_job",

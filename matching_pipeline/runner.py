@@ -69,9 +69,10 @@ def run_stage(
     """Materialise ``stage`` for ``keys`` in runs of at most the stage's chunks-per-run."""
     spec = STAGE_SPECS[stage]
     job = defs.resolve_job_def(spec.job_name)
-    order = {key: i for i, key in enumerate(keys)}
+    position = {key: i for i, key in enumerate(keys)}
     outcomes = []
-    for first, last in plan_runs(keys, spec):
+    ordered = instance.get_dynamic_partitions(chunk_partitions.name)
+    for first, last in plan_runs(keys, spec.chunks_per_run, ordered):
         began = time.perf_counter()
         result = job.execute_in_process(
             instance=instance,
@@ -84,7 +85,7 @@ def run_stage(
             run_id=result.run_id,
             first=first,
             last=last,
-            chunks=order[last] - order[first] + 1,
+            chunks=position[last] - position[first] + 1,
             success=result.success,
             seconds=time.perf_counter() - began,
             error=None if result.success else _first_error(result),

@@ -283,7 +283,7 @@ class ResultsDatabase:
                 "method": d.method,
                 "confidence": float(max(0.0, min(1.0, d.confidence))),
                 "evidence": _jsonable(d.evidence),
-                "candidates": _jsonable([c.to_dict() for c in d.candidates]),
+                "candidates": [c.to_dict() for c in d.candidates],
                 "error": d.error,
                 "catalog_version": catalog_version,
                 "decided_at": now,

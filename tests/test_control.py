@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import dagster as dg
+
+from matching_pipeline.defs.stages import plan_runs
 import pytest
 
 from matching_pipeline import control
@@ -35,9 +37,9 @@ def materializations(instance: dg.DagsterInstance, stage: str) -> int:
     return len(instance.fetch_materializations(key, limit=10_000).records)
 
 
-def test_contiguous_ranges_never_span_a_finished_chunk() -> None:
+def test_planned_ranges_never_span_a_finished_chunk() -> None:
     ordered = [f"k{i}" for i in range(10)]
-    assert control.contiguous_ranges(["k1", "k2", "k4", "k5", "k6", "k9"], ordered, 2) == [
+    assert plan_runs(["k1", "k2", "k4", "k5", "k6", "k9"], 2, ordered) == [
         ("k1", "k2"), ("k4", "k5"), ("k6", "k6"), ("k9", "k9"),
     ]
 

@@ -8,6 +8,7 @@ number, model-number tokens) and a TF-IDF matrix for similarity retrieval.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -235,8 +236,14 @@ class CatalogIndex:
         if not catalog_ids:
             return []
         query = self._vectorizer.transform([normalize_text(text)])
-        columns = self._matrix_t[:, [self._position[i] for i in catalog_ids]]
-        return np.clip((query @ columns).toarray().ravel(), 0.0, 1.0).astype(float).tolist()
+        rows = self._entry_rows[[self._position[i] for i in catalog_ids]]
+        return np.clip((rows @ query.T).toarray().ravel(), 0.0, 1.0).astype(float).tolist()
+
+    @functools.cached_property
+    def _entry_rows(self) -> sp.csr_matrix:
+        """Entries x features, CSR: picking a few entries' rows is cheap here, while picking
+        columns of the retrieval layout scans the whole matrix on every call."""
+        return self._matrix_t.T.tocsr()
 
     # -- entries --------------------------------------------------------------------------
 

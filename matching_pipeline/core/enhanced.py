@@ -16,7 +16,8 @@ evidence mislead. What is not accepted leaves with its candidates for the AI sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -126,9 +127,13 @@ def _pinned_ids(hits: list[_Hit], k: int) -> list[str]:
     return list(dict.fromkeys(i for h in ordered for i in h.ids))[:k]
 
 
+_NUMBER_WORD = re.compile(r"\S*\d\S*")
+
+
 @lru_cache(maxsize=200_000)
 def _numbers(text: str) -> frozenset[str]:
-    return frozenset(word for word in text.split() if any(c.isdigit() for c in word))
+    """The words of ``text`` that contain a digit."""
+    return frozenset(_NUMBER_WORD.findall(text))
 
 
 def _share_of_numbers(query: str, entry: str) -> float:
@@ -152,7 +157,9 @@ def _rescore(
         scores = blended[start : start + len(found)]
         start += len(found)
         ranked = sorted(zip(found, scores, strict=True), key=lambda pair: -pair[1])
-        rescored.append([replace(c, score=round(float(s), 6)) for c, s in ranked])
+        rescored.append(
+            [Candidate(c.catalog_id, round(float(s), 6), c.description, c.part_number, c.manufacturer) for c, s in ranked]
+        )
     return rescored
 
 

@@ -31,6 +31,7 @@ _UNITS = frozenset(
 
 _TOKEN_SPLIT = re.compile(r"[\s,;:()\[\]{}|\"'+&!?*#]+")
 _MEASUREMENT = re.compile(r"^\d+(?:\.\d+)?([A-Z]*)$")
+_PIECE_SPLIT = re.compile(r"[-/]")
 _SEGMENT_SPLIT = re.compile(r"\s[-\u2013\u2014]\s")
 _COMPATIBILITY = re.compile(r"\b(?:for|fits|compatible\s+with|replaces)\b", re.IGNORECASE)
 
@@ -102,13 +103,12 @@ def _model_number(raw: str) -> str | None:
     agree; a token whose parts are measurements ("14-42mm", "2-pack", "6.0") is not a model.
     """
     token = raw.strip("-/.").upper()
-    pieces = [p for p in re.split(r"[-/]", token) if p]
+    pieces = [p for p in _PIECE_SPLIT.split(token) if p]
     if not pieces or "." in token or _is_measurement(pieces):
         return None
     joined = "".join(pieces)
-    has_letter = any(c.isalpha() for c in joined)
-    has_digit = any(c.isdigit() for c in joined)
-    if len(joined) < MIN_MODEL_NUMBER_LENGTH or not (has_letter and has_digit) or not joined.isalnum():
+    # alphanumeric, and neither all digits nor all letters: it mixes both
+    if len(joined) < MIN_MODEL_NUMBER_LENGTH or not joined.isalnum() or joined.isdigit() or joined.isalpha():
         return None
     return joined
 

@@ -6,7 +6,7 @@ the results database, the Dagster layer and the CLI agree on one shape.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 STAGES: tuple[str, ...] = ("enhanced", "ai", "web_search")
@@ -29,7 +29,14 @@ class Candidate:
     manufacturer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Explicit rather than dataclasses.asdict: this runs for every candidate of every item.
+        return {
+            "catalog_id": self.catalog_id,
+            "score": float(self.score),
+            "description": self.description,
+            "part_number": self.part_number,
+            "manufacturer": self.manufacturer,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:

@@ -38,6 +38,8 @@ def is_missing(value: Any) -> bool:
 
 def fold_unicode(text: str) -> str:
     """Strip accents and compatibility forms so "Café" and "Cafe", "ﬁ" and "fi" compare equal."""
+    if text.isascii():  # most product text: nothing to fold, and this is on the hot path
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 

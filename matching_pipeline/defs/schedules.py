@@ -31,6 +31,7 @@ from matching_pipeline.defs.jobs import stage_jobs
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import CatalogResource
 from matching_pipeline.defs.stages import (
+    plan_runs,
     RANGE_END,
     RANGE_START,
     STAGE_SPECS,
@@ -56,7 +57,7 @@ REPAIR_DEFAULTS = {"enhanced": dg.DefaultScheduleStatus.RUNNING}
 
 def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: int, stamp: str) -> list[dg.RunRequest]:
     """Run requests that re-launch, for ``stage``, the failed or missing chunks of idle jobs."""
-    from matching_pipeline.control import contiguous_ranges, failed_work, stages_through
+    from matching_pipeline.control import failed_work, stages_through
 
     since = datetime.now(UTC) - timedelta(days=lookback_days)
     recent = instance.get_run_records(dg.RunsFilter(created_after=since))
@@ -70,7 +71,7 @@ def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: 
         if facts.control in ("paused", "canceled", "failed"):
             continue
         todo = failed_work(facts).get(stage, [])
-        for first, last in contiguous_ranges(todo, ordered, STAGE_SPECS[stage].chunks_per_run):
+        for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
             tags = run_tags(first, last, job_id=job_id, stages=stages_through(facts.stages, stage))
             tags.update({TAG_PLAN: ",".join(facts.stages), TAG_REDECIDE: "failed", "matching/trigger": "repair"})
             requests.append(dg.RunRequest(run_key=f"repair:{stamp}:{job_id}:{stage}:{first}", tags=tags))
@@ -117,7 +118,6 @@ def _latest_ai_versions(instance: dg.DagsterInstance) -> dict[str, tuple[str, fl
 
 
 def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[dg.RunRequest]:
-    from matching_pipeline.control import contiguous_ranges
     from matching_pipeline.store import parse_chunk_key
 
     ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
@@ -130,7 +130,7 @@ def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[d
     requests = []
     for (batch, _project), chunks in by_batch.items():
         job_id = f"b{batch:06d}-catalog-{version}"
-        for first, last in contiguous_ranges(chunks, ordered, STAGE_SPECS["ai"].chunks_per_run):
+        for first, last in plan_runs(chunks, STAGE_SPECS["ai"].chunks_per_run, ordered):
             tags = run_tags(first, last, job_id=job_id, stages=["ai"])
             tags.update({TAG_PLAN: "ai,web_search", TAG_REDECIDE: "unmatched", "matching/trigger": "catalog"})
             requests.append(dg.RunRequest(run_key=f"catalog:{version}:{first}", tags=tags))

@@ -39,7 +39,7 @@ def stage_run_requests(batch: Batch, *, job_id: str, stages: Sequence[str] = STA
             run_key=f"{job_id}:{spec.stage}:{first}",
             tags=run_tags(first, last, job_id=job_id, stages=stages),
         )
-        for first, last in plan_runs(batch.chunk_keys, spec)
+        for first, last in plan_runs(batch.chunk_keys, spec.chunks_per_run)
     ]
 
 

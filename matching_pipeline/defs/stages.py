@@ -90,11 +90,29 @@ class StageLogic(Protocol):
         ...
 
 
-def plan_runs(keys: Sequence[str], spec: StageSpec) -> list[tuple[str, str]]:
-    """Consecutive ``(first, last)`` chunk ranges of at most ``spec.chunks_per_run`` chunks."""
-    ordered = list(keys)
-    step = spec.chunks_per_run
-    return [(ordered[i], ordered[min(i + step, len(ordered)) - 1]) for i in range(0, len(ordered), step)]
+def plan_runs(keys: Sequence[str], per_run: int, ordered: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(first, last)`` chunk ranges of at most ``per_run`` chunks that cover exactly ``keys``.
+
+    A run's partition range is resolved over every key between its ends in ``ordered`` (the
+    partitions' order), so a range never spans a key outside ``keys``: planning over a sparse list
+    must not redo the finished chunks in its gaps. ``ordered`` defaults to ``keys`` themselves, which
+    is right when they are contiguous, as a batch's chunks are.
+    """
+    wanted = set(keys)
+    ranges: list[tuple[str, str]] = []
+    run: list[str] = []
+    for key in ordered if ordered is not None else keys:
+        if key in wanted:
+            run.append(key)
+            if len(run) == per_run:
+                ranges.append((run[0], run[-1]))
+                run = []
+        elif run:
+            ranges.append((run[0], run[-1]))
+            run = []
+    if run:
+        ranges.append((run[0], run[-1]))
+    return ranges
 
 
 def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> dict[str, str]:
@@ -139,7 +157,8 @@ def pending_items(
                 else:
                     previous[item_id] = decision
     pending = frame[~frame["item_id"].isin(matched)]
-    return pending, {k: v for k, v in previous.items() if k in set(pending["item_id"])}
+    pending_ids = set(pending["item_id"])
+    return pending, {k: v for k, v in previous.items() if k in pending_ids}
 
 
 def _redecide_only(
@@ -148,13 +167,13 @@ def _redecide_only(
     """Under ``TAG_REDECIDE``, split ``pending`` into items to decide again and decisions to keep."""
     if mode not in ("failed", "unmatched"):
         return pending, {}
+    pending_ids = set(pending["item_id"])
     kept = {
         item_id: decision
         for decisions in db.stage_results(stage, keys).values()
         for item_id, decision in decisions.items()
-        if decision.error is None and (mode == "failed" or decision.matched)
+        if item_id in pending_ids and decision.error is None and (mode == "failed" or decision.matched)
     }
-    kept = {k: v for k, v in kept.items() if k in set(pending["item_id"])}
     return pending[~pending["item_id"].isin(kept)], kept
 
 
