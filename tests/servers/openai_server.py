@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pandas as pd
 
 from matching_pipeline.core.models import Candidate, Decision
+from tests.servers import ScriptedServer
 
 BEHAVIOURS = ("ok", "rate_limit", "quota", "error", "slow", "malformed", "outside", "refusal", "length")
 
@@ -98,7 +97,9 @@ class Received:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(ScriptedServer):
+    behaviours = BEHAVIOURS
+    url_path = "/v1"
     latency_s: float = 0.0
     requests_per_minute: float | None = None
     retry_after_s: float = 1.0
@@ -106,78 +107,20 @@ class FakeOpenAI:
     oracle: Oracle = best_overlap
     received: list[Received] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: deque[str] = deque()
-        self._bucket = math.inf  # starts full: min(capacity, ...) below
-        self._bucket_at = time.monotonic()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
     # -- control -------------------------------------------------------------------------
-
-    def script(self, *behaviours: str) -> None:
-        unknown = [b for b in behaviours if b not in BEHAVIOURS]
-        if unknown:
-            raise ValueError(f"unknown behaviour(s) {unknown}; choose from {BEHAVIOURS}")
-        with self._lock:
-            self._queue.extend(behaviours)
 
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
             self.received.clear()
 
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    @property
-    def count(self) -> int:
-        return len(self.received)
-
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.received]
-
     def bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in self.received if r.status == 200]
 
-    def start(self) -> FakeOpenAI:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- serving -------------------------------------------------------------------------
 
-    def _next(self) -> tuple[str, float | None]:
-        """The behaviour for a request that just arrived, and the wait a rate limit imposes."""
-        with self._lock:
-            if self.requests_per_minute:
-                rate = self.requests_per_minute / 60.0
-                capacity = max(1.0, rate)
-                now = time.monotonic()
-                self._bucket = min(capacity, self._bucket + (now - self._bucket_at) * rate)
-                self._bucket_at = now
-                if self._bucket < 1.0:
-                    return "rate_limit", (1.0 - self._bucket) / rate
-                self._bucket -= 1.0
-            return (self._queue.popleft() if self._queue else "ok"), None
+    def rate_per_second(self) -> float | None:
+        return self.requests_per_minute / 60.0 if self.requests_per_minute else None
 
     def respond(self, body: dict[str, Any], authorization: str = "") -> tuple[int, dict[str, str], dict[str, Any], float]:
         """Status, headers, JSON body and delay for one request."""
@@ -277,3 +220,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         return
+
+
+FakeOpenAI.handler = _Handler

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.servers import ScriptedServer
 
 BEHAVIOURS = ("ok", "rate_limit", "error", "slow", "malformed")
 BRAVE_KEY = "test-brave-key"
@@ -45,7 +46,8 @@ class Received:
 
 
 @dataclass
-class FakeSearch:
+class FakeSearch(ScriptedServer):
+    behaviours = BEHAVIOURS
     latency_s: float = 0.0
     qps_limit: float | None = None
     retry_after_s: float = 1.0
@@ -56,70 +58,15 @@ class FakeSearch:
     responder: Responder | None = None
     received: list[Received] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: deque[str] = deque()
-        self._bucket = math.inf
-        self._bucket_at = time.monotonic()
-        self._httpd: ThreadingHTTPServer | None = None
-
     # -- control -------------------------------------------------------------------------
-
-    def script(self, *behaviours: str) -> None:
-        unknown = [b for b in behaviours if b not in BEHAVIOURS]
-        if unknown:
-            raise ValueError(f"unknown behaviour(s) {unknown}; choose from {BEHAVIOURS}")
-        with self._lock:
-            self._queue.extend(behaviours)
-
-    @property
-    def url(self) -> str:
-        """Base URL for either provider (SearXNG's ``SEARXNG_URL``, Brave's base URL)."""
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    @property
-    def count(self) -> int:
-        return len(self.received)
 
     def query_counts(self) -> Counter[str]:
         return Counter(r.query for r in self.received)
 
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.received]
-
-    def start(self) -> FakeSearch:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, name="fake-search", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FakeSearch:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- serving -------------------------------------------------------------------------
 
-    def _next(self) -> tuple[str, float | None]:
-        with self._lock:
-            if self.qps_limit:
-                capacity = max(1.0, self.qps_limit)
-                now = time.monotonic()
-                self._bucket = min(capacity, self._bucket + (now - self._bucket_at) * self.qps_limit)
-                self._bucket_at = now
-                if self._bucket < 1.0:
-                    return "rate_limit", (1.0 - self._bucket) / self.qps_limit
-                self._bucket -= 1.0
-            return (self._queue.popleft() if self._queue else "ok"), None
+    def rate_per_second(self) -> float | None:
+        return self.qps_limit
 
     def respond(self, route: str, path: str, params: dict[str, str], headers: Any) -> tuple[int, dict[str, str], bytes, float]:
         """Status, headers, body and delay for one request."""
@@ -205,3 +152,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         return
+
+
+FakeSearch.handler = _Handler
