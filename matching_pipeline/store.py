@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,14 +268,20 @@ class ResultsDatabase:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def replace_chunk_results(
-        self, stage: str, chunk: str, project: str, decisions: Iterable[Decision], catalog_version: str | None
+    def replace_results(
+        self, stage: str, chunks: Mapping[str, Sequence[Decision]], catalog_version: str | None
     ) -> None:
-        """Replace what ``stage`` decided for ``chunk``: re-materialising never duplicates."""
+        """Replace what ``stage`` decided for each chunk, all in one transaction.
+
+        Re-materialising a chunk therefore never duplicates, and a chunk is either wholly written
+        or not at all.
+        """
+        if not chunks:
+            return
         now = _now()
         rows = [
             {
-                "project": project,
+                "project": parse_chunk_key(chunk)[1],
                 "item_id": d.item_id,
                 "stage": stage,
                 "chunk_key": chunk,
@@ -288,23 +294,27 @@ class ResultsDatabase:
                 "catalog_version": catalog_version,
                 "decided_at": now,
             }
+            for chunk, decisions in chunks.items()
             for d in decisions
         ]
+        finished = [
+            {
+                "stage": stage,
+                "chunk_key": chunk,
+                "decided": len(decisions),
+                "matched": sum(d.matched for d in decisions),
+                "catalog_version": catalog_version,
+                "decided_at": now,
+            }
+            for chunk, decisions in chunks.items()
+        ]
+        keys = list(chunks)
         with self.engine.begin() as conn:
-            conn.execute(match_results.delete().where(match_results.c.stage == stage, match_results.c.chunk_key == chunk))
-            conn.execute(stage_chunks.delete().where(stage_chunks.c.stage == stage, stage_chunks.c.chunk_key == chunk))
+            conn.execute(match_results.delete().where(match_results.c.stage == stage, match_results.c.chunk_key.in_(keys)))
+            conn.execute(stage_chunks.delete().where(stage_chunks.c.stage == stage, stage_chunks.c.chunk_key.in_(keys)))
             if rows:
                 conn.execute(match_results.insert(), rows)
-            conn.execute(
-                stage_chunks.insert().values(
-                    stage=stage,
-                    chunk_key=chunk,
-                    decided=len(rows),
-                    matched=sum(r["catalog_id"] is not None for r in rows),
-                    catalog_version=catalog_version,
-                    decided_at=now,
-                )
-            )
+            conn.execute(stage_chunks.insert(), finished)
 
     def stage_results(self, stage: str, chunk_keys: Sequence[str]) -> dict[str, dict[str, Decision]]:
         """``{chunk_key: {item_id: Decision}}`` of one stage for the given chunks."""

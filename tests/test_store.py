@@ -73,8 +73,8 @@ def test_rewriting_a_chunk_replaces_its_rows(db: ResultsDatabase) -> None:
     batch = db.add_batch("acme", "items.csv", "h1", items_frame(12))
     key = batch.chunk_keys[0]
     ids = [f"i{i}" for i in range(10)]
-    db.replace_chunk_results("enhanced", key, "acme", [decision(i, "c1") for i in ids], "v1")
-    db.replace_chunk_results("enhanced", key, "acme", [decision(i, None) for i in ids], "v1")
+    db.replace_results("enhanced", {key: [decision(i, "c1") for i in ids]}, "v1")
+    db.replace_results("enhanced", {key: [decision(i, None) for i in ids]}, "v1")
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM match_results")).scalar_one() == 10
         assert conn.execute(sa.text("SELECT COUNT(*) FROM match_results WHERE catalog_id IS NOT NULL")).scalar_one() == 0
@@ -87,8 +87,8 @@ def test_rewriting_a_chunk_replaces_its_rows(db: ResultsDatabase) -> None:
 def test_final_matches_view_takes_the_latest_stage(db: ResultsDatabase) -> None:
     batch = db.add_batch("acme", "items.csv", "h1", items_frame(3))
     key = batch.chunk_keys[0]
-    db.replace_chunk_results("enhanced", key, "acme", [decision("i0", "c1"), decision("i1", None), decision("i2", None)], "v1")
-    db.replace_chunk_results("ai", key, "acme", [decision("i1", "c9"), decision("i2", None)], "v1")
+    db.replace_results("enhanced", {key: [decision("i0", "c1"), decision("i1", None), decision("i2", None)]}, "v1")
+    db.replace_results("ai", {key: [decision("i1", "c9"), decision("i2", None)]}, "v1")
     final = db.final_matches("acme").set_index("item_id")
     assert final.loc["i0", "stage"] == "enhanced" and final.loc["i0", "catalog_id"] == "c1"
     assert final.loc["i1", "stage"] == "ai" and final.loc["i1", "catalog_id"] == "c9"
