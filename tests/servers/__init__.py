@@ -10,6 +10,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """Request handler base: sends a reply, survives clients that gave up, logs nothing."""
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        try:
+            self.send_response(status)
+            if "content-type" not in headers:
+                self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+        return
+
+
 class ScriptedServer:
     """A real HTTP server on 127.0.0.1 (random free port, background thread) that tests script.
 

@@ -21,13 +21,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pandas as pd
 
 from matching_pipeline.core.models import Candidate, Decision
-from tests.servers import ScriptedServer
+from tests.servers import QuietHandler, ScriptedServer
 
 BEHAVIOURS = ("ok", "rate_limit", "quota", "error", "slow", "malformed", "outside", "refusal", "length")
 
@@ -190,7 +189,7 @@ def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
     fake: FakeOpenAI
 
@@ -198,28 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(404, {}, _error(f"no route {self.path}", "invalid_request_error", None))
+            self._send(404, {}, json.dumps(_error(f"no route {self.path}", "invalid_request_error", None)).encode())
             return
         status, headers, payload, delay = self.fake.respond(body, self.headers.get("authorization", ""))
         if delay:
             time.sleep(delay)
-        self._send(status, headers, payload)
-
-    def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
-        return
+        self._send(status, headers, json.dumps(payload).encode())
 
 
 FakeOpenAI.handler = _Handler

@@ -24,11 +24,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.servers import ScriptedServer
+from tests.servers import QuietHandler, ScriptedServer
 
 BEHAVIOURS = ("ok", "rate_limit", "error", "slow", "malformed")
 BRAVE_KEY = "test-brave-key"
@@ -121,7 +120,7 @@ def _json(payload: Any) -> bytes:
 _ROUTES = {"/search": "searxng", "/res/v1/web/search": "brave"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx's connection pool expects
     fake: FakeSearch
 
@@ -136,22 +135,6 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         self._send(status, headers, body)
-
-    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        try:
-            self.send_response(status)
-            if "content-type" not in headers:
-                self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
-        return
 
 
 FakeSearch.handler = _Handler
