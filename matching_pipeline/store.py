@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,10 +177,22 @@ class ResultsDatabase:
         self._create_schema()
 
     def _create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            if "final_matches" not in sa.inspect(conn).get_view_names():
-                conn.exec_driver_sql(FINAL_MATCHES_VIEW)
+        """Create what is missing. Several processes (webserver, daemon, runs, CLI) may start at
+        once on a fresh database, so creation is serialised (an advisory lock on Postgres) or, on
+        SQLite, retried once when another process won the race."""
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+                    metadata.create_all(conn)
+                    if "final_matches" not in sa.inspect(conn).get_view_names():
+                        conn.exec_driver_sql(FINAL_MATCHES_VIEW)
+                return
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt:
+                    raise
+                time.sleep(0.5)
 
     def dispose(self) -> None:
         self.engine.dispose()

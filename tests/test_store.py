@@ -105,3 +105,23 @@ def test_cache_round_trip(db: ResultsDatabase) -> None:
     got = db.cache_get("ai", ["k1", "k2"])
     assert list(got) == ["k1"] and got["k1"]["value"] == {"choice": "c2"}
     assert got["k1"]["created_at"].tzinfo is not None
+
+
+def test_concurrent_first_starts_create_the_schema_once(postgres_database: str) -> None:
+    """The webserver, the daemon and the CLI may all open a fresh database at the same moment."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            ResultsDatabase(postgres_database).dispose()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
