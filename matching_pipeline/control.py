@@ -23,7 +23,7 @@ them. Resume plans only chunks that are not done, per stage, and re-opens in-fli
 Retry-failed runs carry ``matching/redecide=failed`` (honoured by ``defs/stages.py``): within a
 chunk, only items whose decision for that stage has an error (or is missing) are decided again,
 every other decision is kept. The next stages follow on the same chunks with the same tag (the
-``redecide_sensor`` in ``defs/schedules.py``, or this module when in-process), so a later stage
+``cascade_sensor`` in ``defs/sensors.py``, or this module when in-process), so a later stage
 drops decisions of items an earlier stage has now matched and decides only what is new.
 """
 
@@ -42,12 +42,12 @@ import dagster as dg
 from matching_pipeline.core.models import STAGES
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.stages import (
-    plan_runs,
     RANGE_END,
     RANGE_START,
     STAGE_SPECS,
     TAG_REDECIDE,
     TAG_STAGES,
+    plan_runs,
     run_tags,
 )
 from matching_pipeline.status import (

@@ -16,7 +16,7 @@ from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.resources import CatalogResource, InboxResource, ResultsDatabaseResource
 from matching_pipeline.defs.search_resource import SearchResource
 from matching_pipeline.defs.sensors import cascade_sensor, catalog_sensor, new_items_sensor
-from matching_pipeline.defs.schedules import redecide_sensor, schedules
+from matching_pipeline.defs.schedules import schedules
 from matching_pipeline.notifications import notification_sensors
 from matching_pipeline.settings import Settings
 
@@ -51,7 +51,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[catalog, enhanced_matches, ai_matches, web_search_matches, match_summary],
         jobs=[catalog_job, *stage_jobs.values()],
-        sensors=[new_items_sensor, cascade_sensor, catalog_sensor, redecide_sensor, *notification_sensors],
+        sensors=[new_items_sensor, cascade_sensor, catalog_sensor, *notification_sensors],
         schedules=schedules,
         resources=build_resources(settings),
     )

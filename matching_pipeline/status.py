@@ -35,16 +35,14 @@ from matching_pipeline.defs.stages import (
     RANGE_START,
     STAGE_SPECS,
     TAG_BATCH,
+    TAG_CONTROL,
     TAG_JOB,
+    TAG_PLAN,
     TAG_PROJECT,
     TAG_STAGES,
 )
 from matching_pipeline.store import CHUNK_SIZE
 
-TAG_PLAN = "matching/plan"
-"""Every stage of the job, kept on runs whose ``matching/stages`` was narrowed (pause, retry)."""
-TAG_CONTROL = "matching/control"
-"""The last control action applied to the job: paused, resumed, canceled or failed."""
 TAG_SUPERSEDED = "matching/superseded"
 """A queued run whose chunks ``/process`` executed in-process instead: not a cancellation."""
 TAG_REASON = "matching/reason"

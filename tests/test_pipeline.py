@@ -213,3 +213,26 @@ def test_definitions_load(defs) -> None:
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {"catalog", "enhanced_matches", "match_summary"} <= keys
     assert {s.name for s in defs.sensors} >= {"new_items_sensor", "cascade_sensor", "catalog_sensor"}
+
+
+def test_cascade_carries_a_redecide_through_the_plan_and_stops_for_a_paused_job(settings, defs, instance) -> None:
+    from matching_pipeline.defs.stages import TAG_CONTROL, TAG_PLAN, TAG_REDECIDE
+
+    batch = ingest(settings, instance, 20)
+    run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j-re", stages=["enhanced"])
+    ai = run_stage(defs, instance, "ai", batch.chunk_keys, job_id="j-re", stages=["enhanced", "ai"])[0]
+    instance.add_run_tags(ai.run_id, {TAG_REDECIDE: "failed", TAG_PLAN: "enhanced,ai,web_search", TAG_STAGES: "enhanced,ai"})
+
+    def evaluate(run_id: str):
+        run = instance.get_run_by_id(run_id)
+        event = next(iter(instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS))).dagster_event
+        return cascade_sensor(dg.build_run_status_sensor_context(
+            sensor_name="cascade_sensor", dagster_instance=instance, dagster_run=run, dagster_event=event))
+
+    request = evaluate(ai.run_id)
+    assert isinstance(request, dg.RunRequest) and request.job_name == "web_search_job"
+    assert request.tags[TAG_REDECIDE] == "failed" and request.tags[TAG_PLAN] == "enhanced,ai,web_search"
+    assert request.tags[TAG_STAGES] == "enhanced,ai,web_search" and request.tags[TAG_JOB] == "j-re"
+
+    instance.add_run_tags(ai.run_id, {TAG_CONTROL: "paused"})
+    assert isinstance(evaluate(ai.run_id), dg.SkipReason)

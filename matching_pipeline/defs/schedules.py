@@ -15,8 +15,7 @@ job; later stages follow through a run-status sensor:
   from the one the AI stage decided a chunk with, re-runs the AI stage, then web search, for the
   items still unmatched there (``matching/redecide=unmatched``), as job
   ``<batch>-catalog-<version>``.
-- ``redecide_sensor`` (RUNNING): when a run tagged ``matching/redecide`` succeeds, starts the next
-  stage of its ``matching/plan`` on the same chunks with the same tag.
+Later stages of a re-decide follow through ``cascade_sensor``, which carries the tags along.
 
 No ``from __future__ import annotations`` here: this module defines schedules and sensors.
 """
@@ -31,18 +30,15 @@ from matching_pipeline.defs.jobs import stage_jobs
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import CatalogResource
 from matching_pipeline.defs.stages import (
-    plan_runs,
-    RANGE_END,
-    RANGE_START,
     STAGE_SPECS,
-    TAG_BATCH,
     TAG_JOB,
-    TAG_PROJECT,
+    TAG_PLAN,
     TAG_REDECIDE,
-    TAG_STAGES,
+    TAG_TRIGGER,
+    plan_runs,
     run_tags,
 )
-from matching_pipeline.status import TAG_CONTROL, TAG_PLAN, load_job, stage_of_job_name
+from matching_pipeline.status import load_job
 
 
 def _env(name: str, default: str) -> str:
@@ -73,7 +69,7 @@ def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: 
         todo = failed_work(facts).get(stage, [])
         for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
             tags = run_tags(first, last, job_id=job_id, stages=stages_through(facts.stages, stage))
-            tags.update({TAG_PLAN: ",".join(facts.stages), TAG_REDECIDE: "failed", "matching/trigger": "repair"})
+            tags.update({TAG_PLAN: ",".join(facts.stages), TAG_REDECIDE: "failed", TAG_TRIGGER: "repair"})
             requests.append(dg.RunRequest(run_key=f"repair:{stamp}:{job_id}:{stage}:{first}", tags=tags))
     return requests
 
@@ -132,7 +128,7 @@ def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[d
         job_id = f"b{batch:06d}-catalog-{version}"
         for first, last in plan_runs(chunks, STAGE_SPECS["ai"].chunks_per_run, ordered):
             tags = run_tags(first, last, job_id=job_id, stages=["ai"])
-            tags.update({TAG_PLAN: "ai,web_search", TAG_REDECIDE: "unmatched", "matching/trigger": "catalog"})
+            tags.update({TAG_PLAN: "ai,web_search", TAG_REDECIDE: "unmatched", TAG_TRIGGER: "catalog"})
             requests.append(dg.RunRequest(run_key=f"catalog:{version}:{first}", tags=tags))
     return requests
 
@@ -149,32 +145,6 @@ def catalog_rerun_schedule(context: dg.ScheduleEvaluationContext, catalog_source
     version = catalog_source.version()
     requests = catalog_rerun_requests(context.instance, version)
     return requests or dg.SkipReason(f"every AI decision already uses catalog version {version}")
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[stage_jobs[s] for s in STAGES[:-1]],
-    request_jobs=[stage_jobs[s] for s in STAGES[1:]],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-    description="Carries a retry-failed or catalog re-run (matching/redecide) to the next stage.",
-)
-def redecide_sensor(context: dg.RunStatusSensorContext):
-    run = context.dagster_run
-    mode = run.tags.get(TAG_REDECIDE)
-    if not mode:
-        return dg.SkipReason("not a re-decide run")
-    if run.tags.get(TAG_CONTROL) in ("paused", "canceled", "failed"):
-        return dg.SkipReason(f"job is {run.tags[TAG_CONTROL]}")
-    plan = [s for s in run.tags.get(TAG_PLAN, "").split(",") if s in STAGES]
-    current = stage_of_job_name(run.job_name)
-    following = [s for s in plan if current in plan and plan.index(s) > plan.index(current)]
-    if not following:
-        return dg.SkipReason(f"nothing after {current}")
-    nxt = following[0]
-    carried = {k: v for k, v in run.tags.items() if k in (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_PLAN, TAG_REDECIDE, "matching/trigger")}
-    carried[TAG_STAGES] = ",".join(plan[: plan.index(nxt) + 1])
-    return dg.RunRequest(job_name=STAGE_SPECS[nxt].job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)
 
 
 schedules = [*repair_schedules, catalog_rerun_schedule]

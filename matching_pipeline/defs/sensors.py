@@ -16,15 +16,22 @@ from matching_pipeline.defs.stages import (
     RANGE_START,
     STAGE_SPECS,
     TAG_BATCH,
+    TAG_CONTROL,
     TAG_JOB,
+    TAG_PLAN,
     TAG_PROJECT,
+    TAG_REDECIDE,
     TAG_STAGES,
+    TAG_TRIGGER,
     plan_runs,
     run_tags,
 )
 from matching_pipeline.ingest import scan_inbox
 from matching_pipeline.settings import parse_column_map
 from matching_pipeline.store import Batch
+
+CARRIED_TAGS = (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_STAGES, TAG_PLAN, TAG_REDECIDE, TAG_TRIGGER)
+"""What a stage's run hands to the next stage's run."""
 
 RECOVERY_AGE = timedelta(minutes=5)
 """A stored batch with no partitions after this long was interrupted mid-tick: finish it."""
@@ -105,14 +112,22 @@ def _batches_missing_partitions(batches: Iterable[Batch], known: set[str]) -> li
     description="When a stage's run succeeds, starts the next stage of its job on the same chunks.",
 )
 def cascade_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    """A run lists the job's stages in ``matching/stages``; a re-decide run (retry of failed items,
+    catalog re-run) keeps its narrowed ``matching/stages`` and carries the whole plan in
+    ``matching/plan``, so the next stage gets the same tags and re-decides the same items."""
     run = context.dagster_run
-    wanted = [s for s in run.tags.get(TAG_STAGES, "").split(",") if s]
+    if run.tags.get(TAG_CONTROL) in ("paused", "canceled", "failed"):
+        return dg.SkipReason(f"job is {run.tags[TAG_CONTROL]}")
+    redecide = TAG_REDECIDE in run.tags
+    wanted = [s for s in run.tags.get(TAG_PLAN if redecide else TAG_STAGES, "").split(",") if s]
     current = next((s for s, spec in STAGE_SPECS.items() if spec.job_name == run.job_name), None)
     following = [s for s in wanted if current in wanted and wanted.index(s) > wanted.index(current)]
     if not following:
         return dg.SkipReason(f"run {run.run_id} asks for no stage after {current}")
     nxt = following[0]
-    carried = {k: v for k, v in run.tags.items() if k in (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_STAGES)}
+    carried = {k: v for k, v in run.tags.items() if k in CARRIED_TAGS}
+    if redecide:
+        carried[TAG_STAGES] = ",".join(wanted[: wanted.index(nxt) + 1])
     return dg.RunRequest(job_name=STAGE_SPECS[nxt].job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)
 
 

@@ -34,6 +34,12 @@ TAG_BATCH = "matching/batch"
 TAG_JOB = "matching/job"
 TAG_STAGES = "matching/stages"
 """Comma-separated stages the job should run; the cascade sensor starts the next one listed."""
+TAG_PLAN = "matching/plan"
+"""Every stage of the job, kept on runs whose ``matching/stages`` was narrowed (pause, retry)."""
+TAG_CONTROL = "matching/control"
+"""The last control action applied to the job: paused, resumed, canceled or failed."""
+TAG_TRIGGER = "matching/trigger"
+"""What started a run that is not part of the job's first pass: ``repair`` or ``catalog``."""
 TAG_REDECIDE = "matching/redecide"
 """``failed``: decide only items this stage has no decision for or whose decision has an error;
 ``unmatched``: also those it decided without a match. Every other decision of the chunk is kept
