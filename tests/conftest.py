@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from matching_pipeline.sample_data import write_sample
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 
 POSTGRES_ADMIN_URL = os.environ.get("MATCHING_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -67,3 +68,31 @@ def postgres_database() -> Iterator[str]:
             )
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def generated_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small catalog and item list with known answers, independent of the bundled sample."""
+    return write_sample(tmp_path_factory.mktemp("sample"), n_catalog=300, n_items=120, seed=3)
+
+
+@pytest.fixture
+def job_settings(tmp_path: Path, generated_sample: dict[str, Path]) -> Settings:
+    """Settings whose catalog is the generated sample (answers known), for the job-level tests."""
+    data = tmp_path / "data"
+    data.mkdir(parents=True)
+    return Settings(
+        data_dir=data,
+        inbox_dir=data / "inbox",
+        database_url=f"sqlite:///{data / 'results.db'}",
+        catalog_path=generated_sample["catalog"],
+    )
+
+
+@pytest.fixture
+def job_defs(job_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEARXNG_URL", "BRAVE_SEARCH_API_KEY", "MATCHING_DATABASE_URL", "MATCHING_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    from matching_pipeline.definitions import build_definitions
+
+    return build_definitions(job_settings)

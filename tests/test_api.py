@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from matching_pipeline.api import create_app
-from tests.test_status import generated_sample, ingest_items, job_defs, job_instance, settings  # noqa: F401
+from tests.helpers import ingest_items
 
 TOKEN = "t0ken-for-tests"
 
@@ -24,9 +24,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def api(settings, job_defs, job_instance, generated_sample) -> Iterator[httpx.Client]:
-    ingest_items(settings, job_instance, generated_sample, 30)
-    app = create_app(job_instance, settings=settings, defs=job_defs, token=TOKEN)
+def api(job_settings, job_defs, instance, generated_sample) -> Iterator[httpx.Client]:
+    ingest_items(job_settings, instance, generated_sample, 30)
+    app = create_app(instance, settings=job_settings, defs=job_defs, token=TOKEN)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -5,26 +5,14 @@ from __future__ import annotations
 import threading
 
 import dagster as dg
-
-from matching_pipeline.defs.stages import plan_runs
 import pytest
 
 from matching_pipeline import control
 from matching_pipeline.core.models import Decision
 from matching_pipeline.defs.assets import enhanced as enhanced_module
-from matching_pipeline.defs.stages import STAGE_SPECS, TAG_STAGES
+from matching_pipeline.defs.stages import STAGE_SPECS, TAG_STAGES, plan_runs
 from matching_pipeline.status import TAG_CONTROL, job_status
-from tests.test_status import (  # noqa: F401  (fixtures)
-    Gate,
-    break_chunk,
-    generated_sample,
-    ingest_items,
-    job_defs,
-    job_instance,
-    restore_chunk,
-    result_rows,
-    settings,
-)
+from tests.helpers import break_chunk, Gate, ingest_items, restore_chunk, result_rows
 
 
 def runs_of(instance: dg.DagsterInstance, job: str, stage: str | None = None) -> list[dg.DagsterRun]:
@@ -44,9 +32,8 @@ def test_planned_ranges_never_span_a_finished_chunk() -> None:
     ]
 
 
-def test_cancel_stops_queued_runs_and_the_job_stays_canceled(settings, job_defs, job_instance, generated_sample) -> None:
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 30)
+def test_cancel_stops_queued_runs_and_the_job_stays_canceled(job_settings, job_defs, instance, generated_sample) -> None:
+    batch = ingest_items(job_settings, instance, generated_sample, 30)
     job = control.create_job(instance, batch, "all")
     control.cancel_job(instance, job, reason="customer withdrew the list")
     (run,) = runs_of(instance, job)
@@ -59,15 +46,14 @@ def test_cancel_stops_queued_runs_and_the_job_stays_canceled(settings, job_defs,
         control.resume_job(instance, job, defs=job_defs)
     with pytest.raises(control.UnknownJob):
         control.cancel_job(instance, "no-such-job")
-    assert result_rows(settings).empty  # nothing ran
+    assert result_rows(job_settings).empty  # nothing ran
 
 
-def test_pause_lets_chunks_in_flight_finish_and_resume_runs_only_the_rest(settings, job_defs, job_instance, generated_sample, monkeypatch) -> None:
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 40)
+def test_pause_lets_chunks_in_flight_finish_and_resume_runs_only_the_rest(job_settings, job_defs, instance, generated_sample, monkeypatch) -> None:
+    batch = ingest_items(job_settings, instance, generated_sample, 40)
     job = control.create_job(instance, batch, "all")
     control.process_next(instance, job, job_defs)  # enhanced, in-process
-    enhanced_before = result_rows(settings).query("stage == 'enhanced'").set_index("item_id")["decided_at"]
+    enhanced_before = result_rows(job_settings).query("stage == 'enhanced'").set_index("item_id")["decided_at"]
 
     # The AI stage is in flight (held by the gate) when the job is paused.
     gate = Gate(monkeypatch, "ai")
@@ -97,15 +83,14 @@ def test_pause_lets_chunks_in_flight_finish_and_resume_runs_only_the_rest(settin
     done = job_status(instance, job)
     assert done["status"] == "completed" and done["paused"] is False and done["processedItems"] == 40
 
-    rows = result_rows(settings)
+    rows = result_rows(job_settings)
     assert len(rows.query("stage == 'enhanced'")) == 40 and not rows.duplicated(["item_id", "stage"]).any()
     after = rows.query("stage == 'enhanced'").set_index("item_id")["decided_at"]
     assert (after == enhanced_before).all()
 
 
-def test_pause_cancels_queued_runs_without_calling_the_job_canceled(settings, job_defs, job_instance, generated_sample) -> None:
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 20)
+def test_pause_cancels_queued_runs_without_calling_the_job_canceled(job_settings, job_defs, instance, generated_sample) -> None:
+    batch = ingest_items(job_settings, instance, generated_sample, 20)
     job = control.create_job(instance, batch, "enhanced")
     control.pause_job(instance, job)
     assert runs_of(instance, job)[0].status == dg.DagsterRunStatus.CANCELED
@@ -115,9 +100,8 @@ def test_pause_cancels_queued_runs_without_calling_the_job_canceled(settings, jo
     assert job_status(instance, job)["status"] == "completed"
 
 
-def test_retry_redoes_only_failed_chunks_and_within_them_only_failed_items(settings, job_defs, job_instance, generated_sample, monkeypatch) -> None:
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 50)
+def test_retry_redoes_only_failed_chunks_and_within_them_only_failed_items(job_settings, job_defs, instance, generated_sample, monkeypatch) -> None:
+    batch = ingest_items(job_settings, instance, generated_sample, 50)
     keys = batch.chunk_keys
     poisoned = {"ITM-000012", "ITM-000015", "ITM-000033"}  # chunks 2 and 4
     seen: list[list[str]] = []
@@ -132,18 +116,18 @@ def test_retry_redoes_only_failed_chunks_and_within_them_only_failed_items(setti
         ]
 
     monkeypatch.setattr(enhanced_module, "match_enhanced", flaky)
-    saved = break_chunk(settings, keys[4])  # and the run dies at chunk 5
+    saved = break_chunk(job_settings, keys[4])  # and the run dies at chunk 5
     job = control.create_job(instance, batch, "all")
     control.process_next(instance, job, job_defs)
     failed = job_status(instance, job)
     assert failed["status"] == "failed" and failed["failedItems"] == 3 and failed["stages"][0]["doneChunks"] == 4
 
-    restore_chunk(settings, saved)
+    restore_chunk(job_settings, saved)
     poisoned.clear()
     seen.clear()
-    before_rows = result_rows(settings).set_index(["item_id", "stage"])
+    before_rows = result_rows(job_settings).set_index(["item_id", "stage"])
     before = before_rows["decided_at"]
-    clean = [keys[0], keys[2]]
+    clean = [keys[0], keys[2]]  # noqa: F841 - read by the DataFrame.query below (@clean)
     launched = control.retry_failed(instance, job, defs=job_defs)
     assert not launched.failed
 
@@ -157,7 +141,7 @@ def test_retry_redoes_only_failed_chunks_and_within_them_only_failed_items(setti
     ]
     assert all(r.tags["matching/redecide"] == "failed" for r in enhanced_runs)
 
-    after = result_rows(settings)
+    after = result_rows(job_settings)
     assert after["error"].isna().all() and not after.duplicated(["item_id", "stage"]).any()
     assert len(after.query("stage == 'enhanced'")) == 50
     # Decisions not re-decided are kept as they were (a re-written chunk refreshes only decided_at);

@@ -27,7 +27,6 @@ import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.test_notifications import SECRET, Receiver
-from tests.test_status import generated_sample  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

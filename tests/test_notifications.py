@@ -14,7 +14,7 @@ import pytest
 from matching_pipeline import control
 from matching_pipeline.notifications import SIGNATURE_HEADER, job_completed_webhook, notify_job_if_finished, verify
 from matching_pipeline.status import job_status
-from tests.test_status import generated_sample, ingest_items, job_defs, job_instance, settings  # noqa: F401
+from tests.helpers import ingest_items
 
 SECRET = "webhook-secret-value"
 
@@ -57,9 +57,8 @@ def receiver(monkeypatch) -> Iterator[Receiver]:
     rec.close()
 
 
-def test_completed_job_is_posted_once_signed_and_retried(settings, job_defs, job_instance, generated_sample, receiver, caplog) -> None:
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 20)
+def test_completed_job_is_posted_once_signed_and_retried(job_settings, job_defs, instance, generated_sample, receiver, caplog) -> None:
+    batch = ingest_items(job_settings, instance, generated_sample, 20)
     job = control.create_job(instance, batch, "enhanced")
     assert notify_job_if_finished(instance, job) is None  # pending: nothing to say yet
     control.process_next(instance, job, job_defs)
@@ -85,11 +84,10 @@ def test_completed_job_is_posted_once_signed_and_retried(settings, job_defs, job
     assert notify_job_if_finished(instance, job) is None and len(receiver.received) == 3
 
 
-def test_a_failing_receiver_never_fails_the_job(settings, job_defs, job_instance, generated_sample, receiver, monkeypatch, caplog) -> None:
+def test_a_failing_receiver_never_fails_the_job(job_settings, job_defs, instance, generated_sample, receiver, monkeypatch, caplog) -> None:
     receiver.answers[:] = [500] * 10
     monkeypatch.setenv("MATCHING_WEBHOOK_ATTEMPTS", "2")
-    instance = job_instance
-    batch = ingest_items(settings, instance, generated_sample, 10)
+    batch = ingest_items(job_settings, instance, generated_sample, 10)
     job = control.create_job(instance, batch, "enhanced")
     control.cancel_job(instance, job, status="failed", reason="operator")
     with caplog.at_level(logging.WARNING):

@@ -18,6 +18,7 @@ from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, T
 from matching_pipeline.ingest import ingest_file
 from matching_pipeline.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
+from tests.helpers import break_chunk, restore_chunk
 
 SAMPLE_ITEMS = pd.read_csv(SAMPLE_DIR / "items.csv", dtype=str, keep_default_na=False)
 
@@ -153,19 +154,14 @@ def test_a_chunk_can_be_rerun_alone_without_duplicates(settings, defs, instance)
 def test_chunks_finished_before_a_crash_stay_finished(settings, defs, instance) -> None:
     batch = ingest(settings, instance, 80)
     db = open_results_database(settings.database_url)
-    broken = batch.chunk_keys[5]
-    with db.engine.begin() as conn:  # a chunk whose items vanished makes the run fail part-way
-        saved = conn.execute(sa.text("SELECT * FROM items WHERE chunk_key = :k"), {"k": broken}).mappings().all()
-        conn.execute(sa.text("DELETE FROM items WHERE chunk_key = :k"), {"k": broken})
+    saved = break_chunk(settings, batch.chunk_keys[5])  # a chunk whose items vanished fails the run part-way
 
     failed = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j1", stages=["enhanced"])
     assert not failed[0].success and "has no items" in failed[0].error
     assert materialized(instance, "enhanced_matches") == set(batch.chunk_keys[:5])
     assert db.finished_chunks("enhanced", batch.chunk_keys) == set(batch.chunk_keys[:5])
 
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO items VALUES (:project, :item_id, :batch_id, :chunk_key, :position, :description, :part_number, :manufacturer, :gtin, :extra)"),
-                     [dict(r) | {"extra": "{}"} for r in saved])
+    restore_chunk(settings, saved)
     todo = [k for k in batch.chunk_keys if k not in db.finished_chunks("enhanced", batch.chunk_keys)]
     resumed = run_stage(defs, instance, "enhanced", todo, job_id="j1", stages=["enhanced"])
     assert resumed[0].success and len(chunk_events(instance, resumed[0].run_id)) == 3

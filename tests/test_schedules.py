@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
-from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.schedules import catalog_rerun_requests, repair_requests
 from matching_pipeline.defs.stages import RANGE_END, RANGE_START, TAG_JOB, TAG_REDECIDE
 from matching_pipeline.runner import run_stage
+from tests.helpers import break_chunk, restore_chunk
 from tests.test_pipeline import ingest
 
 
 def test_repair_relaunches_only_the_chunks_a_failed_run_left(settings, defs, instance) -> None:
     batch = ingest(settings, instance, 40)
-    db = open_results_database(settings.database_url)
-    broken = batch.chunk_keys[2]
-    with db.engine.begin() as conn:
-        saved = conn.execute(sa.text("SELECT * FROM items WHERE chunk_key = :k"), {"k": broken}).mappings().all()
-        conn.execute(sa.text("DELETE FROM items WHERE chunk_key = :k"), {"k": broken})
+    saved = break_chunk(settings, batch.chunk_keys[2])
     failed = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j-repair", stages=["enhanced"])
     assert not failed[0].success
-    with db.engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO items VALUES (:project, :item_id, :batch_id, :chunk_key, :position, :description, :part_number, :manufacturer, :gtin, :extra)"),
-            [dict(r) | {"extra": "{}"} for r in saved],
-        )
+    restore_chunk(settings, saved)
 
     requests = repair_requests(instance, "enhanced", lookback_days=7, stamp="t1")
     assert len(requests) == 1
