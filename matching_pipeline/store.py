@@ -145,7 +145,7 @@ def _now() -> datetime:
 
 
 def _jsonable(value: Any) -> Any:
-    """JSON columns reject NaN on Postgres; turn it (and numpy scalars) into plain values."""
+    """NaN (and numpy scalars holding it) as null: JSON columns reject NaN on Postgres."""
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, dict):
@@ -157,6 +157,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy and pandas scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: Any) -> str:
+    """The JSON columns' serialiser. Values are almost always plain already, so they are dumped
+    directly; only a value holding NaN takes the slower walk that turns it into null."""
+    try:
+        return json.dumps(value, allow_nan=False, default=_plain)
+    except (ValueError, TypeError):  # NaN, or numpy keys
+        return json.dumps(_jsonable(value), allow_nan=False, default=_plain)
+
+
 class ResultsDatabase:
     """Typed access to the results database. Safe to share across threads."""
 
@@ -166,7 +181,7 @@ class ResultsDatabase:
             # dagster-postgres and this store share psycopg2; be explicit so SQLAlchemy never
             # picks another driver.
             url = "postgresql+psycopg2://" + url[len("postgresql://") :]
-        kwargs: dict[str, Any] = {"future": True}
+        kwargs: dict[str, Any] = {"future": True, "json_serializer": dump_json}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
         self.engine = sa.create_engine(url, **kwargs)
@@ -231,41 +246,40 @@ class ResultsDatabase:
         existing = self.find_batch(project, content_sha256)
         if existing:
             return existing
-        ids = frame["item_id"].tolist()
-        with self.engine.begin() as conn:
-            taken = _existing_item_ids(conn, project, ids)
-            if taken:
-                rows = [f"row {i + 1} ({item_id!r})" for i, item_id in enumerate(ids) if item_id in taken]
-                raise ValueError(
-                    f"item_id already ingested for project {project!r} by an earlier batch: "
-                    + ", ".join(rows[:20])
-                    + (f" and {len(rows) - 20} more" if len(rows) > 20 else "")
-                )
-            chunk_count = math.ceil(len(frame) / CHUNK_SIZE)
-            batch_id = conn.execute(
-                batches.insert().values(
-                    project=project,
-                    source_name=source_name,
-                    content_sha256=content_sha256,
-                    item_count=len(frame),
-                    chunk_count=chunk_count,
-                    created_at=_now(),
-                )
-            ).inserted_primary_key[0]
-            extra_columns = [c for c in frame.columns if c not in ITEM_FIELDS]
-            rows = [
-                {
-                    "project": project,
-                    "item_id": record["item_id"],
-                    "batch_id": batch_id,
-                    "chunk_key": chunk_key(batch_id, project, position // CHUNK_SIZE + 1),
-                    "position": position,
-                    **{name: record[name] for name in ITEM_FIELDS if name != "item_id"},
-                    "extra": _jsonable({c: record[c] for c in extra_columns}),
-                }
-                for position, record in enumerate(frame.to_dict("records"))
-            ]
-            conn.execute(items.insert(), rows)
+        chunk_count = math.ceil(len(frame) / CHUNK_SIZE)
+        try:
+            with self.engine.begin() as conn:
+                batch_id = conn.execute(
+                    batches.insert().values(
+                        project=project,
+                        source_name=source_name,
+                        content_sha256=content_sha256,
+                        item_count=len(frame),
+                        chunk_count=chunk_count,
+                        created_at=_now(),
+                    )
+                ).inserted_primary_key[0]
+                extra_columns = [c for c in frame.columns if c not in ITEM_FIELDS]
+                fields = [name for name in ITEM_FIELDS if name in frame.columns]
+                rows = [
+                    {
+                        "project": project,
+                        "batch_id": batch_id,
+                        "chunk_key": chunk_key(batch_id, project, position // CHUNK_SIZE + 1),
+                        "position": position,
+                        **{name: record[name] for name in fields},
+                        "extra": {c: record[c] for c in extra_columns},
+                    }
+                    for position, record in enumerate(frame.to_dict("records"))
+                ]
+                conn.execute(items.insert(), rows)
+        except sa.exc.IntegrityError:
+            # The items' primary key (project, item_id) is the uniqueness check, so a fresh batch
+            # costs no lookup; only a refusal looks up which rows clash, to name them. Another
+            # process storing the same file at the same moment is not a clash.
+            if existing := self.find_batch(project, content_sha256):
+                return existing
+            raise self._taken_ids_error(project, frame["item_id"].tolist()) from None
         batch = self.get_batch(batch_id)
         assert batch is not None
         return Batch(**{**batch.__dict__, "is_new": True})
@@ -301,7 +315,7 @@ class ResultsDatabase:
                 "catalog_id": d.catalog_id,
                 "method": d.method,
                 "confidence": float(max(0.0, min(1.0, d.confidence))),
-                "evidence": _jsonable(d.evidence),
+                "evidence": d.evidence,
                 "candidates": [c.to_dict() for c in d.candidates],
                 "error": d.error,
                 "catalog_version": catalog_version,
@@ -405,6 +419,19 @@ class ResultsDatabase:
             "by_stage": {stage: stages[stage] for stage in STAGES if stage in stages},
         }
 
+    def _taken_ids_error(self, project: str, ids: list[str]) -> ValueError:
+        taken: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(items.c.item_id).where(items.c.project == project, items.c.item_id.in_(ids[start : start + 500]))
+                taken.update(conn.execute(query).scalars())
+        rows = [f"row {i + 1} ({item_id!r})" for i, item_id in enumerate(ids) if item_id in taken]
+        return ValueError(
+            f"item_id already ingested for project {project!r} by an earlier batch: "
+            + ", ".join(rows[:20])
+            + (f" and {len(rows) - 20} more" if len(rows) > 20 else "")
+        )
+
     # -- caches ------------------------------------------------------------------------------
 
     def cache_get(self, namespace: str, keys: Sequence[str]) -> dict[str, Any]:
@@ -421,23 +448,11 @@ class ResultsDatabase:
     def cache_put(self, namespace: str, key: str, value: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(cache.delete().where(cache.c.namespace == namespace, cache.c.key == key))
-            conn.execute(cache.insert().values(namespace=namespace, key=key, value=_jsonable(value), created_at=_now()))
+            conn.execute(cache.insert().values(namespace=namespace, key=key, value=value, created_at=_now()))
 
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _existing_item_ids(conn: sa.Connection, project: str, ids: list[str]) -> set[str]:
-    taken: set[str] = set()
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        taken.update(
-            conn.execute(
-                sa.select(items.c.item_id).where(items.c.project == project, items.c.item_id.in_(part))
-            ).scalars()
-        )
-    return taken
 
 
 def _batch(row: Any) -> Batch:

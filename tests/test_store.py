@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -63,6 +64,32 @@ def test_item_ids_already_in_the_project_are_refused_with_rows(db: ResultsDataba
     assert len(db.list_batches()) == 1  # the refused batch left nothing behind
     other = db.add_batch("other", "b.csv", "h2", items_frame(2))
     assert other.is_new
+
+
+def test_same_content_stored_meanwhile_by_another_process_is_that_batch(
+    db: ResultsDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = db.add_batch("acme", "items.csv", "h1", items_frame(5))
+    looked = []
+
+    def not_yet_seen(project: str, content_sha256: str):
+        # The other process stores the batch between this one's look-up and its insert.
+        looked.append(project)
+        return None if len(looked) == 1 else ResultsDatabase.find_batch(db, project, content_sha256)
+
+    monkeypatch.setattr(db, "find_batch", not_yet_seen)
+    again = db.add_batch("acme", "copy.csv", "h1", items_frame(5))
+    assert again.id == first.id and not again.is_new and len(looked) == 2
+
+
+def test_numpy_values_and_nan_are_stored_as_plain_json(db: ResultsDatabase) -> None:
+    frame = items_frame(2).assign(colour=[np.float64("nan"), np.int64(3)])
+    batch = db.add_batch("acme", "items.csv", "h1", frame)
+    assert db.load_chunk_items(batch.chunk_keys)["extra"].tolist() == [{"colour": None}, {"colour": 3}]
+    evidence = {"score": np.float32(0.5), "counts": {np.int64(1): np.int64(2)}, "gap": [np.float64("nan")]}
+    db.replace_results("enhanced", {batch.chunk_keys[0]: [Decision("i0", None, "none", 0.5, evidence)]}, "v1")
+    stored = db.stage_results("enhanced", batch.chunk_keys)[batch.chunk_keys[0]]["i0"].evidence
+    assert stored == {"score": 0.5, "counts": {"1": 2}, "gap": [None]}
 
 
 def decision(item_id: str, catalog_id: str | None) -> Decision:

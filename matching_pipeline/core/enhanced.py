@@ -53,7 +53,10 @@ class EnhancedSettings:
     """
 
     top_k: int = 10
-    """Candidates kept per item for the next stage."""
+    """Candidates kept per unmatched item for the next stage."""
+    top_k_matched: int = 3
+    """Candidates kept per matched item: the match and its nearest rivals, for a reviewer. No
+    later stage reads them, and at scale they were most of what the stage wrote."""
     rescore_k: int = 20
     """TF-IDF neighbours re-scored per item before the best ``top_k`` are kept. Re-scoring a
     few more than are kept lets numbers lift an entry that n-grams ranked just below the cut
@@ -80,6 +83,8 @@ class EnhancedSettings:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError("top_k must be at least 1")
+        if not 1 <= self.top_k_matched <= self.top_k:
+            raise ValueError("top_k_matched must be between 1 and top_k")
         if self.rescore_k < self.top_k:
             raise ValueError("rescore_k must be at least top_k")
         weights = (self.weight_tfidf, self.weight_token_set, self.weight_numbers)
@@ -167,11 +172,28 @@ def _entry_text(candidate: Candidate) -> str:
     return " - ".join(v for v in (candidate.description, candidate.part_number) if v)
 
 
+EVIDENCE_IDS_LISTED = 10
+"""Catalog ids an identifier hit lists in the evidence; a family token such as "GEN3" can point
+to hundreds of entries, and the count says as much as the list."""
+
+
+def _hit_evidence(hit: _Hit) -> dict[str, Any]:
+    listed: dict[str, Any] = {"rule": hit.method, "identifier": hit.identifier, "catalog_ids": hit.ids[:EVIDENCE_IDS_LISTED]}
+    if len(hit.ids) > EVIDENCE_IDS_LISTED:
+        listed["catalog_id_count"] = len(hit.ids)
+    return listed
+
+
+def _kept(chosen: Candidate, saved: list[Candidate], settings: EnhancedSettings) -> list[Candidate]:
+    """A matched item's candidates: the match first, then its nearest rivals."""
+    return [chosen, *(c for c in saved if c.catalog_id != chosen.catalog_id)][: settings.top_k_matched]
+
+
 def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], settings: EnhancedSettings) -> Decision:
     """Apply the rules to one item whose candidates are already re-scored and ranked."""
     best = ranked[0].score if ranked else 0.0
     runner_up = ranked[1].score if len(ranked) > 1 else 0.0
-    evidence: dict[str, Any] = {"best_score": best, "runner_up_score": runner_up, "margin": best - runner_up}
+    evidence: dict[str, Any] = {"best_score": best, "runner_up_score": runner_up, "margin": round(best - runner_up, 6)}
     by_id = {c.catalog_id: c for c in ranked}
     features = extract_features(text)
 
@@ -184,7 +206,7 @@ def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], 
     saved = [by_id[i] for i in pinned] + [c for c in ranked if c.catalog_id not in pinned]
     saved = saved[: max(settings.top_k, len(pinned))]
     if hits:
-        evidence["identifiers"] = [{"rule": h.method, "identifier": h.identifier, "catalog_ids": h.ids} for h in hits]
+        evidence["identifiers"] = [_hit_evidence(h) for h in hits]
 
     decisive = next((h for h in hits if len(h.ids) == 1 and h.method in IDENTIFIER_CONFIDENCE), None)
     if decisive is not None:
@@ -193,7 +215,7 @@ def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], 
         if reason is None:
             evidence.update(rule=decisive.method, identifier=decisive.identifier, score=chosen.score)
             confidence = max(IDENTIFIER_CONFIDENCE[decisive.method], chosen.score)
-            return Decision(item_id, chosen.catalog_id, decisive.method, confidence, evidence, saved)
+            return Decision(item_id, chosen.catalog_id, decisive.method, confidence, evidence, _kept(chosen, saved, settings))
         evidence["identifier_conflict"] = reason
 
     if not ranked:
@@ -206,7 +228,7 @@ def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], 
         evidence.update(rejected="conflict", conflict=reason)
     else:
         evidence.update(rule="fuzzy", score=best)
-        return Decision(item_id, ranked[0].catalog_id, "fuzzy", best, evidence, saved)
+        return Decision(item_id, ranked[0].catalog_id, "fuzzy", best, evidence, _kept(ranked[0], saved, settings))
     evidence["rule"] = None
     return Decision(item_id, None, "none", best, evidence, saved)
 

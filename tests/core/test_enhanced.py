@@ -103,6 +103,12 @@ def test_no_match_keeps_top_k_candidates_and_best_score(index):
     assert decision.confidence == decision.candidates[0].score < 0.5
 
 
+def test_a_match_keeps_itself_and_its_nearest_rivals_only(index):
+    (decision,) = decide(index, [{"item_id": "i", "description": "Sony Bravia LCD TV KDL-46V4100"}], top_k_matched=2)
+    assert decision.catalog_id == "tv46"
+    assert [c.catalog_id for c in decision.candidates] == ["tv46", "tv40"]
+
+
 def test_model_family_puts_the_family_in_front_without_deciding(index):
     (decision,) = decide(index, [{"item_id": "i", "description": "Canon CLI-8 Red Ink - 0626B002"}])
     assert decision.catalog_id is None
@@ -119,3 +125,16 @@ def test_settings_are_validated():
         EnhancedSettings(weight_tfidf=0.9)
     with pytest.raises(ValueError):
         EnhancedSettings(top_k=10, rescore_k=5)
+    with pytest.raises(ValueError):
+        EnhancedSettings(top_k=5, top_k_matched=6)
+
+
+def test_evidence_lists_a_crowded_identifier_hit_by_count():
+    # A family token shared by many entries: the evidence names ten and counts them all.
+    colours = [f"{a}{b}" for a in "BCMY" for b in "KLR"]
+    catalog = pd.DataFrame(
+        {"catalog_id": [f"ink-{c}" for c in colours], "description": [f"Canon Ink Tank {c} - CLI8{c}" for c in colours]}
+    )
+    (decision,) = decide(CatalogIndex.build(catalog), [{"item_id": "i", "description": "Canon CLI-8 ink"}])
+    (hit,) = decision.evidence["identifiers"]
+    assert hit["rule"] == "model_family" and hit["catalog_id_count"] == 12 and len(hit["catalog_ids"]) == 10
