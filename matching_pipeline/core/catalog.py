@@ -214,10 +214,19 @@ class CatalogIndex:
 
     # -- similarity -----------------------------------------------------------------------
 
-    def retrieve(self, texts: Sequence[str], k: int, n_threads: int | None = None) -> list[list[Candidate]]:
+    def retrieve(
+        self,
+        texts: Sequence[str],
+        k: int,
+        include: Sequence[Sequence[str]] | None = None,
+        n_threads: int | None = None,
+    ) -> list[list[Candidate]]:
         """Top-``k`` entries by cosine similarity for every text, best first, in one sparse product.
 
-        Texts are raw (they are normalised here, as the catalog was); an empty text gets [].
+        ``include[i]`` names entries to score for text ``i`` even when they are not among its
+        top ``k`` (identifier hits that n-grams rank low); they follow the top ``k``, scored the
+        same way. Texts are raw (they are normalised here, as the catalog was); an empty text
+        gets [] plus its included entries.
         """
         if not texts or not self._ids:
             return [[] for _ in texts]
@@ -225,11 +234,31 @@ class CatalogIndex:
         scores = sp_matmul_topn(
             query, self._matrix_t, top_n=min(k, len(self._ids)), sort=True, n_threads=n_threads or os.cpu_count()
         ).tocsr()
-        indptr, indices, data = scores.indptr, scores.indices, np.clip(scores.data, 0.0, 1.0)
-        return [
-            [self._candidate_at(int(j), float(s)) for j, s in zip(indices[a:b], data[a:b], strict=True)]
-            for a, b in zip(indptr[:-1], indptr[1:], strict=True)
+        indptr, indices = scores.indptr, scores.indices.tolist()
+        data = np.clip(scores.data, 0.0, 1.0).tolist()
+        found = [
+            list(zip(indices[a:b], data[a:b], strict=True)) for a, b in zip(indptr[:-1], indptr[1:], strict=True)
         ]
+        if include is not None:
+            self._score_included(query, found, include)
+        return [[self._candidate_at(j, s) for j, s in pairs] for pairs in found]
+
+    def _score_included(self, query: sp.csr_matrix, found: list[list[tuple[int, float]]], include: Sequence[Sequence[str]]) -> None:
+        """Append each text's included entries that retrieval missed, all scored in one product."""
+        rows, positions = [], []
+        for row, (pairs, wanted) in enumerate(zip(found, include, strict=True)):
+            present = {j for j, _ in pairs}
+            for catalog_id in wanted:
+                position = self._position[catalog_id]
+                if position not in present:
+                    present.add(position)
+                    rows.append(row)
+                    positions.append(position)
+        if not rows:
+            return
+        products = self._entry_rows[positions].multiply(query[rows]).sum(axis=1)
+        for row, position, score in zip(rows, positions, np.clip(np.asarray(products).ravel(), 0.0, 1.0).tolist(), strict=True):
+            found[row].append((position, score))
 
     def similarity(self, text: str, catalog_ids: Sequence[str]) -> list[float]:
         """Cosine similarity of one text to given entries: scores identifier hits retrieval missed."""

@@ -26,7 +26,7 @@ import pandas as pd
 from rapidfuzz import fuzz, process
 
 from matching_pipeline.core.catalog import CatalogIndex, document_text
-from matching_pipeline.core.identifiers import extract_features, extract_model_numbers, find_conflict
+from matching_pipeline.core.identifiers import extract_features, find_conflict
 from matching_pipeline.core.models import REQUIRED_ITEM_FIELDS, Candidate, Decision
 from matching_pipeline.core.normalize import is_missing
 
@@ -116,7 +116,7 @@ def _identifier_hits(item: dict[str, Any], text: str, index: CatalogIndex) -> li
         hits.append(_Hit("part_number", str(part), index.find_by_part_number(part)))
         if maker is not None and len(hits[-1].ids) > 1:
             hits.append(_Hit("manufacturer_part_number", str(part), index.find_by_part_number(part, maker)))
-    tokens = extract_model_numbers(text)
+    tokens = extract_features(text).model_numbers
     unique = {t: ids for t in tokens if (ids := index.find_by_model_number(t))}
     hits.append(_Hit("model_number", ",".join(unique), list(dict.fromkeys(i for ids in unique.values() for i in ids))))
     if not unique:
@@ -157,15 +157,10 @@ def _rescore(
     numbers = np.fromiter(map(_share_of_numbers, pairs_query, pairs_entry), dtype=float, count=len(pairs_entry))
     blended = settings.weight_tfidf * cosine + settings.weight_token_set * token_set + settings.weight_numbers * numbers
     blended = np.clip(blended, 0.0, 1.0)
-    rescored, start = [], 0
-    for found in candidates:
-        scores = blended[start : start + len(found)]
-        start += len(found)
-        ranked = sorted(zip(found, scores, strict=True), key=lambda pair: -pair[1])
-        rescored.append(
-            [Candidate(c.catalog_id, round(float(s), 6), c.description, c.part_number, c.manufacturer) for c, s in ranked]
-        )
-    return rescored
+    # The candidates were made for this call by retrieval: re-score them in place.
+    for candidate, score in zip((c for found in candidates for c in found), blended.round(6).tolist(), strict=True):
+        candidate.score = score
+    return [sorted(found, key=lambda c: -c.score) for found in candidates]
 
 
 def _entry_text(candidate: Candidate) -> str:
@@ -246,14 +241,9 @@ def match_enhanced(items: pd.DataFrame, index: CatalogIndex, settings: EnhancedS
     rows = items.to_dict("records")
     texts = [" - ".join(str(v) for v in (_cell(r, "description"), _cell(r, "part_number")) if v is not None) for r in rows]
     queries = [document_text(t) for t in texts]
-    retrieved = index.retrieve(queries, settings.rescore_k)
     hits = [_identifier_hits(r, t, index) for r, t in zip(rows, texts, strict=True)]
-
-    for query, item_hits, found in zip(queries, hits, retrieved, strict=True):
-        present = {c.catalog_id for c in found}
-        extra = [i for i in _pinned_ids(item_hits, settings.top_k) if i not in present]
-        found.extend(index.candidate(i, s) for i, s in zip(extra, index.similarity(query, extra), strict=True))
-
+    pinned = [_pinned_ids(item_hits, settings.top_k) for item_hits in hits]
+    retrieved = index.retrieve(queries, settings.rescore_k, include=pinned)
     ranked = _rescore(queries, retrieved, index, settings)
     return [
         _decide(str(r["item_id"]), t, h, c, settings)

@@ -74,7 +74,8 @@ _SIZE = re.compile(r"(?<![\w./])(\d+(?:\.\d+)?)\s?(?:\"|''|'|-?\s?inch(?:es)?\b|
 class ProductFeatures:
     """What a title says about identity and variant, reduced to comparable values."""
 
-    model_numbers: frozenset[str] = frozenset()
+    model_numbers: tuple[str, ...] = ()
+    """In order of appearance, as :func:`extract_model_numbers` returns them."""
     versions: frozenset[tuple[str, str]] = frozenset()
     """(scheme, number) pairs such as ("v", "2") or ("gen", "3"): numbers compare within a scheme."""
     editions: frozenset[str] = frozenset()
@@ -96,6 +97,7 @@ def _is_measurement(pieces: list[str]) -> bool:
     return False
 
 
+@lru_cache(maxsize=500_000)
 def _model_number(raw: str) -> str | None:
     """The joined form of one raw token if it looks like a model number.
 
@@ -164,7 +166,7 @@ def extract_features(text: str) -> ProductFeatures:
     folded = fold_unicode(text or "")
     lowered = folded.lower()
     return ProductFeatures(
-        model_numbers=frozenset(extract_model_numbers(text)),
+        model_numbers=tuple(extract_model_numbers(text)),
         versions=_versions(lowered),
         editions=_editions(lowered),
         quantity=_quantity(folded),

@@ -18,9 +18,12 @@ REQUIRED_ITEM_FIELDS: tuple[str, ...] = ("item_id", "description")
 REQUIRED_CATALOG_FIELDS: tuple[str, ...] = ("catalog_id", "description")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
-    """A catalog entry considered for an item, with the score that ranked it."""
+    """A catalog entry considered for an item, with the score that ranked it.
+
+    Not frozen: the enhanced stage makes hundreds of thousands of these per run, and a frozen
+    dataclass's ``__init__`` is several times slower."""
 
     catalog_id: str
     score: float
