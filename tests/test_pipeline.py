@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -209,6 +211,15 @@ def test_definitions_load(defs) -> None:
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {"catalog", "enhanced_matches", "match_summary"} <= keys
     assert {s.name for s in defs.sensors} >= {"new_items_sensor", "cascade_sensor", "catalog_sensor"}
+
+
+def test_loading_the_code_location_leaves_the_model_sdk_unimported() -> None:
+    # Every process that loads the code location (webserver, daemon, each run) would otherwise
+    # pay for importing the openai SDK, configured or not.
+    code = "import sys, matching_pipeline.definitions as d; d.build_definitions(); print('openai' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_cascade_carries_a_redecide_through_the_plan_and_stops_for_a_paused_job(settings, defs, instance) -> None:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
-import openai
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
@@ -123,11 +122,20 @@ def _retry_after(exc: BaseException) -> float | None:
     return None
 
 
+# ``openai`` is imported where a client is made or its errors are read, not at module level: the
+# SDK takes about 0.7 s to import, and every process that loads the code location (webserver,
+# daemon, each run) would pay it even when no model is configured.
+
+
 def _is_quota(exc: BaseException) -> bool:
+    import openai
+
     return isinstance(exc, openai.RateLimitError) and "insufficient_quota" in (exc.code, exc.type)
 
 
 def _transient(exc: BaseException) -> bool:
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError) and not _is_quota(exc):
@@ -145,6 +153,8 @@ class OpenAIChatClient:
     def __init__(self, settings: ChatSettings):
         if not settings.api_key and not settings.base_url:
             raise ValueError("an API key or a base URL is required")
+        import openai
+
         self.settings = settings
         self.stats = ChatStats()
         self._sdk = openai.AsyncOpenAI(
@@ -169,6 +179,8 @@ class OpenAIChatClient:
         self, messages: Sequence[Mapping[str, str]], *, response_format: Mapping[str, Any], max_tokens: int
     ) -> ChatReply:
         """One chat completion, paced and retried; raises :class:`ChatAPIError` when it gives up."""
+        import openai
+
         tokens = min(estimate_tokens(messages, response_format, max_tokens), self._tokens.max_rate)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_retries + 1),
@@ -199,6 +211,8 @@ class OpenAIChatClient:
         tokens: float,
         attempt_number: int,
     ) -> ChatReply:
+        import openai
+
         loop = asyncio.get_running_loop()
         async with self._slots:
             while (pause := self._resume_at - loop.time()) > 0:
