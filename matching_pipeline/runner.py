@@ -101,5 +101,10 @@ def run_stage(
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip()
+            error = event.step_failure_data.error
+            # An exception from our code arrives wrapped ("Error occurred while executing op ..."):
+            # the exception itself is what the user needs to read.
+            while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+                error = error.cause
+            return error.message.strip()
     return "run failed"

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from matching_pipeline.defs.assets.enhanced import EnhancedStage
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import cascade_sensor, new_items_sensor
@@ -168,6 +169,31 @@ def test_chunks_finished_before_a_crash_stay_finished(settings, defs, instance) 
     resumed = run_stage(defs, instance, "enhanced", todo, job_id="j1", stages=["enhanced"])
     assert resumed[0].success and len(chunk_events(instance, resumed[0].run_id)) == 3
     assert materialized(instance, "enhanced_matches") == set(batch.chunk_keys)
+
+
+def test_a_block_failing_after_another_was_written_still_reports_that_one(settings, defs, instance, monkeypatch) -> None:
+    # Writes trail the matching by one block; a failure must not swallow the block being written.
+    rows = pd.concat([SAMPLE_ITEMS] * 5, ignore_index=True).head(510)  # 51 chunks: blocks of 50 and 1
+    rows["item_id"] = [f"x{i}" for i in range(len(rows))]
+    path = settings.data_dir / "acme-510.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, index=False)
+    batch = ingest_file(open_results_database(settings.database_url), path, "acme")
+    ensure_partitions(instance, batch.chunk_keys)
+    decide, calls = EnhancedStage.decide, []
+
+    def fails_on_the_second_block(self, pending, earlier):
+        calls.append(len(pending))
+        if len(calls) == 2:
+            raise RuntimeError("matcher fell over")
+        return decide(self, pending, earlier)
+
+    monkeypatch.setattr(EnhancedStage, "decide", fails_on_the_second_block)
+    (outcome,) = run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j1", stages=["enhanced"])
+    assert not outcome.success and "matcher fell over" in outcome.error
+    first_block = set(batch.chunk_keys[:50])
+    assert materialized(instance, "enhanced_matches") == first_block
+    assert open_results_database(settings.database_url).finished_chunks("enhanced", batch.chunk_keys) == first_block
 
 
 def test_a_stage_refuses_chunks_its_predecessor_has_not_decided(settings, defs, instance) -> None:
