@@ -26,7 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.test_notifications import SECRET, Receiver
+from tests.servers.webhook_receiver import SECRET, Receiver
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -15,36 +13,7 @@ from matching_pipeline import control
 from matching_pipeline.notifications import SIGNATURE_HEADER, job_completed_webhook, notify_job_if_finished, verify
 from matching_pipeline.status import job_status
 from tests.helpers import ingest_items
-
-SECRET = "webhook-secret-value"
-
-
-class Receiver:
-    def __init__(self, answers: list[int]):
-        self.answers = answers
-        self.received: list[tuple[bytes, str | None, bool]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                signature = self.headers.get(SIGNATURE_HEADER)
-                receiver.received.append((body, signature, verify(SECRET, body, signature)))
-                code = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(code)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/matching?token=abc"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.servers.webhook_receiver import SECRET, Receiver
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ Dagster's backfill daemon put them in separate runs too (a child waits for its p
 
 import itertools
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -185,108 +184,61 @@ def _redecide_only(
     return pending[~pending["item_id"].isin(kept)], kept
 
 
-@dataclass
-class _DecidedBlock:
-    frames: dict[str, pd.DataFrame]
-    per_chunk: dict[str, list[Decision]]
-    """The chunks whose items exist, in order: all of the block unless one has vanished."""
-    size: int
-    decide_s: float
-
-
-def _timed_write(db: ResultsDatabase, stage: str, per_chunk: Mapping[str, Sequence[Decision]], version: str | None) -> float:
-    began = time.perf_counter()
-    db.replace_results(stage, per_chunk, version)
-    return time.perf_counter() - began
-
-
 def materialize_chunks(
     context: dg.AssetExecutionContext,
     spec: StageSpec,
     db: ResultsDatabase,
     make_logic: Callable[[], StageLogic],
 ) -> Iterator[dg.AssetMaterialization]:
-    """Decide the run's chunks block by block, writing and reporting each chunk as it is done.
-
-    A block's results are written (one transaction) while the next block is decided, so the
-    database's work overlaps the matching. A block is reported only once its write has
-    committed, so a chunk Dagster shows as materialised always has its results; when a block
-    fails, the one written before it is still reported, and a re-run redoes only the rest.
-    """
+    """Decide the run's chunks block by block, writing and reporting each chunk as it is done."""
     keys = list(context.partition_keys)
     logic = make_logic()
-    totals = {"decided": 0, "matched": 0}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-writer") as writer:
-        in_flight: tuple[_DecidedBlock, Future[float]] | None = None
-        try:
-            for start in range(0, len(keys), spec.chunks_per_block):
-                block = keys[start : start + spec.chunks_per_block]
-                decided = _decide_block(context, spec, db, logic, block)
-                write = writer.submit(_timed_write, db, spec.stage, decided.per_chunk, logic.catalog_version)
-                previous, in_flight = in_flight, (decided, write)
-                if previous is not None:
-                    yield from _report(context, logic, *previous, totals)
-                if len(decided.per_chunk) < len(block):
-                    raise dg.Failure(f"chunk {block[len(decided.per_chunk)]} has no items in the results database")
-        except Exception:
-            if in_flight is not None:
-                yield from _report(context, logic, *in_flight, totals)
-            raise
-        if in_flight is not None:
-            yield from _report(context, logic, *in_flight, totals)
+    matched_total = decided_total = 0
+    for start in range(0, len(keys), spec.chunks_per_block):
+        block = keys[start : start + spec.chunks_per_block]
+        began = time.perf_counter()
+        frame = db.load_chunk_items(block)
+        pending, earlier = pending_items(db, spec.stage, block, frame)
+        pending, kept = _redecide_only(db, spec.stage, block, pending, context.run.tags.get(TAG_REDECIDE))
+        decisions = logic.decide(pending, earlier) if len(pending) else []
+        if len(decisions) != len(pending):
+            raise dg.Failure(f"{spec.stage} decided {len(decisions)} of {len(pending)} items")
+        by_item = {**kept, **dict(zip(pending["item_id"], decisions, strict=True))}
+        frames = {key: chunk for key, chunk in frame.groupby("chunk_key", sort=False)}
+        ready = list(itertools.takewhile(lambda key: key in frames, block))
+        per_chunk = {key: [by_item[i] for i in frames[key]["item_id"] if i in by_item] for key in ready}
+        # One transaction for the block's chunks, written before any of them is reported: a chunk
+        # Dagster shows as materialised always has its results, and a crash before the write
+        # leaves the whole block to do again (idempotently).
+        db.replace_results(spec.stage, per_chunk, logic.catalog_version)
+        seconds_per_chunk = (time.perf_counter() - began) / len(block)
+        for key, chunk_decisions in per_chunk.items():
+            matched = sum(d.matched for d in chunk_decisions)
+            matched_total += matched
+            decided_total += len(chunk_decisions)
+            items_in_chunk = len(frames[key])
+            already = items_in_chunk - len(chunk_decisions)
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=key,
+                metadata={
+                    "items": items_in_chunk,
+                    "decided": len(chunk_decisions),
+                    "passed_through": already,
+                    "matched": matched,
+                    "stage_match_rate": round(matched / len(chunk_decisions), 4) if chunk_decisions else 0.0,
+                    "match_rate": round((already + matched) / items_in_chunk, 4),
+                    "errors": sum(d.error is not None for d in chunk_decisions),
+                    "duration_s": round(seconds_per_chunk, 4),
+                    "catalog_version": logic.catalog_version or "",
+                    **logic.chunk_metadata(chunk_decisions),
+                },
+            )
+        if len(ready) < len(block):
+            raise dg.Failure(f"chunk {block[len(ready)]} has no items in the results database")
     context.log.info(
-        f"{spec.stage}: {len(keys)} chunks, {totals['decided']} items decided, {totals['matched']} matched"
+        f"{spec.stage}: {len(keys)} chunks, {decided_total} items decided, {matched_total} matched"
     )
-
-
-def _decide_block(
-    context: dg.AssetExecutionContext, spec: StageSpec, db: ResultsDatabase, logic: StageLogic, block: list[str]
-) -> _DecidedBlock:
-    began = time.perf_counter()
-    frame = db.load_chunk_items(block)
-    pending, earlier = pending_items(db, spec.stage, block, frame)
-    pending, kept = _redecide_only(db, spec.stage, block, pending, context.run.tags.get(TAG_REDECIDE))
-    decisions = logic.decide(pending, earlier) if len(pending) else []
-    if len(decisions) != len(pending):
-        raise dg.Failure(f"{spec.stage} decided {len(decisions)} of {len(pending)} items")
-    by_item = {**kept, **dict(zip(pending["item_id"], decisions, strict=True))}
-    frames = {key: chunk for key, chunk in frame.groupby("chunk_key", sort=False)}
-    ready = list(itertools.takewhile(lambda key: key in frames, block))
-    per_chunk = {key: [by_item[i] for i in frames[key]["item_id"] if i in by_item] for key in ready}
-    return _DecidedBlock(frames, per_chunk, len(block), time.perf_counter() - began)
-
-
-def _report(
-    context: dg.AssetExecutionContext,
-    logic: StageLogic,
-    decided: _DecidedBlock,
-    write: Future[float],
-    totals: dict[str, int],
-) -> Iterator[dg.AssetMaterialization]:
-    """Wait for the block's write, then yield one materialization per chunk."""
-    seconds_per_chunk = (decided.decide_s + write.result()) / decided.size
-    for key, chunk_decisions in decided.per_chunk.items():
-        matched = sum(d.matched for d in chunk_decisions)
-        totals["matched"] += matched
-        totals["decided"] += len(chunk_decisions)
-        items_in_chunk = len(decided.frames[key])
-        already = items_in_chunk - len(chunk_decisions)
-        yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
-            partition=key,
-            metadata={
-                "items": items_in_chunk,
-                "decided": len(chunk_decisions),
-                "passed_through": already,
-                "matched": matched,
-                "stage_match_rate": round(matched / len(chunk_decisions), 4) if chunk_decisions else 0.0,
-                "match_rate": round((already + matched) / items_in_chunk, 4),
-                "errors": sum(d.error is not None for d in chunk_decisions),
-                "duration_s": round(seconds_per_chunk, 4),
-                "catalog_version": logic.catalog_version or "",
-                **logic.chunk_metadata(chunk_decisions),
-            },
-        )
 
 
 def stage_asset(
