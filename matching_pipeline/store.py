@@ -163,7 +163,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def dump_json(value: Any) -> str:
+def _dump_json(value: Any) -> str:
     """The JSON columns' serialiser. Values are almost always plain already, so they are dumped
     directly; only a value holding NaN takes the slower walk that turns it into null."""
     try:
@@ -181,7 +181,7 @@ class ResultsDatabase:
             # dagster-postgres and this store share psycopg2; be explicit so SQLAlchemy never
             # picks another driver.
             url = "postgresql+psycopg2://" + url[len("postgresql://") :]
-        kwargs: dict[str, Any] = {"future": True, "json_serializer": dump_json}
+        kwargs: dict[str, Any] = {"future": True, "json_serializer": _dump_json}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
         self.engine = sa.create_engine(url, **kwargs)
@@ -423,7 +423,8 @@ class ResultsDatabase:
         taken: set[str] = set()
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
-                query = sa.select(items.c.item_id).where(items.c.project == project, items.c.item_id.in_(ids[start : start + 500]))
+                part = ids[start : start + 500]
+                query = sa.select(items.c.item_id).where(items.c.project == project, items.c.item_id.in_(part))
                 taken.update(conn.execute(query).scalars())
         rows = [f"row {i + 1} ({item_id!r})" for i, item_id in enumerate(ids) if item_id in taken]
         return ValueError(

@@ -243,7 +243,9 @@ class CatalogIndex:
             self._score_included(query, found, include)
         return [[self._candidate_at(j, s) for j, s in pairs] for pairs in found]
 
-    def _score_included(self, query: sp.csr_matrix, found: list[list[tuple[int, float]]], include: Sequence[Sequence[str]]) -> None:
+    def _score_included(
+        self, query: sp.csr_matrix, found: list[list[tuple[int, float]]], include: Sequence[Sequence[str]]
+    ) -> None:
         """Append each text's included entries that retrieval missed, all scored in one product."""
         rows, positions = [], []
         for row, (pairs, wanted) in enumerate(zip(found, include, strict=True)):
@@ -254,19 +256,20 @@ class CatalogIndex:
                     present.add(position)
                     rows.append(row)
                     positions.append(position)
-        if not rows:
-            return
-        products = self._entry_rows[positions].multiply(query[rows]).sum(axis=1)
-        for row, position, score in zip(rows, positions, np.clip(np.asarray(products).ravel(), 0.0, 1.0).tolist(), strict=True):
+        for row, position, score in zip(rows, positions, self._pair_scores(query, rows, positions), strict=True):
             found[row].append((position, score))
 
     def similarity(self, text: str, catalog_ids: Sequence[str]) -> list[float]:
-        """Cosine similarity of one text to given entries: scores identifier hits retrieval missed."""
-        if not catalog_ids:
-            return []
+        """Cosine similarity of one text to given entries, scored as :meth:`retrieve` scores them."""
         query = self._vectorizer.transform([normalize_text(text)])
-        rows = self._entry_rows[[self._position[i] for i in catalog_ids]]
-        return np.clip((rows @ query.T).toarray().ravel(), 0.0, 1.0).astype(float).tolist()
+        return self._pair_scores(query, [0] * len(catalog_ids), [self._position[i] for i in catalog_ids])
+
+    def _pair_scores(self, query: sp.csr_matrix, rows: list[int], positions: list[int]) -> list[float]:
+        """Cosine of query row ``rows[n]`` and entry ``positions[n]``, for every n."""
+        if not rows:
+            return []
+        products = self._entry_rows[positions].multiply(query[rows]).sum(axis=1)
+        return np.clip(np.asarray(products).ravel(), 0.0, 1.0).tolist()
 
     @functools.cached_property
     def _entry_rows(self) -> sp.csr_matrix:

@@ -173,7 +173,8 @@ to hundreds of entries, and the count says as much as the list."""
 
 
 def _hit_evidence(hit: _Hit) -> dict[str, Any]:
-    listed: dict[str, Any] = {"rule": hit.method, "identifier": hit.identifier, "catalog_ids": hit.ids[:EVIDENCE_IDS_LISTED]}
+    listed: dict[str, Any] = {"rule": hit.method, "identifier": hit.identifier}
+    listed["catalog_ids"] = hit.ids[:EVIDENCE_IDS_LISTED]
     if len(hit.ids) > EVIDENCE_IDS_LISTED:
         listed["catalog_id_count"] = len(hit.ids)
     return listed
