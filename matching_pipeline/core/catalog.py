@@ -111,6 +111,8 @@ class CatalogIndex:
         self._descriptions = [str(v) for v in catalog["description"].tolist()]
         self._part_numbers = [_optional_str(v) for v in _column(catalog, "part_number")]
         self._manufacturers = [_optional_str(v) for v in _column(catalog, "manufacturer")]
+        self.manufacturers: frozenset[str] = frozenset(m for m in self._manufacturers if m)
+        """The distinct manufacturer values of the catalog (what its titles may lead with)."""
 
     @classmethod
     def build(cls, catalog: pd.DataFrame, settings: IndexSettings = IndexSettings(), version: str = "") -> CatalogIndex:

@@ -16,7 +16,6 @@ evidence mislead. What is not accepted leaves with its candidates for the AI sta
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
+from matching_pipeline.core.attributes import active_vocabulary, register_makers
 from matching_pipeline.core.catalog import CatalogIndex, document_text
 from matching_pipeline.core.identifiers import extract_features, find_conflict
 from matching_pipeline.core.models import REQUIRED_ITEM_FIELDS, Candidate, Decision
@@ -76,9 +76,14 @@ class EnhancedSettings:
     """Weight of the share of the item's number-bearing words found in the entry. Sizes,
     capacities and model digits are the words that tell products apart, and short tokens
     carry few n-grams, so cosine alone undervalues them."""
+    threshold_verify_score: float = 0.7
+    """Fuzzy accepts scoring below this are flagged ``verify``: with a model configured the AI
+    stage confirms or rejects them, without one they enter the review queue. Identifier accepts
+    are never flagged. On Abt-Buy about a quarter of fuzzy accepts fall below 0.7."""
     check_conflicts: bool = True
-    """Refuse accepts whose titles disagree on model number, version, edition, pack size,
-    capacity or size. Switch off only to measure what the checks cost."""
+    """Refuse accepts whose listings disagree on maker, model number, version, edition, pack
+    size, colour, measures, platform, condition or accessory/bundle markers (see
+    :mod:`matching_pipeline.core.attributes`). Switch off only to measure what the checks cost."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -132,13 +137,10 @@ def _pinned_ids(hits: list[_Hit], k: int) -> list[str]:
     return list(dict.fromkeys(i for h in ordered for i in h.ids))[:k]
 
 
-_NUMBER_WORD = re.compile(r"\S*\d\S*")
-
-
 @lru_cache(maxsize=200_000)
 def _numbers(text: str) -> frozenset[str]:
-    """The words of ``text`` that contain a digit."""
-    return frozenset(_NUMBER_WORD.findall(text))
+    """The words of ``text`` that contain a digit (a split, not a regex: linear on any input)."""
+    return frozenset(word for word in text.split() if any(ch.isdigit() for ch in word))
 
 
 def _share_of_numbers(query: str, entry: str) -> float:
@@ -185,18 +187,34 @@ def _kept(chosen: Candidate, saved: list[Candidate], settings: EnhancedSettings)
     return [chosen, *(c for c in saved if c.catalog_id != chosen.catalog_id)][: settings.top_k_matched]
 
 
-def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], settings: EnhancedSettings) -> Decision:
-    """Apply the rules to one item whose candidates are already re-scored and ranked."""
+def _decide(
+    item_id: str,
+    text: str,
+    maker: str | None,
+    hits: list[_Hit],
+    ranked: list[Candidate],
+    settings: EnhancedSettings,
+) -> Decision:
+    """Apply the rules to one item whose candidates are already re-scored and ranked.
+
+    ``maker`` is the item's own (canonical) manufacturer field, when it has one."""
     best = ranked[0].score if ranked else 0.0
     runner_up = ranked[1].score if len(ranked) > 1 else 0.0
     evidence: dict[str, Any] = {"best_score": best, "runner_up_score": runner_up, "margin": round(best - runner_up, 6)}
     by_id = {c.catalog_id: c for c in ranked}
     features = extract_features(text)
+    vocabulary = active_vocabulary()
 
     def conflict(candidate: Candidate, *, by_identifier: bool = False) -> str | None:
         if not settings.check_conflicts:
             return None
-        return find_conflict(features, _entry_text(candidate), unstated_quantity_is_one=not by_identifier)
+        makers = (maker, vocabulary.canonical_maker(candidate.manufacturer))
+        return find_conflict(features, _entry_text(candidate), unstated_quantity_is_one=not by_identifier, makers=makers)
+
+    if ranked:
+        evidence["best_catalog_id"] = ranked[0].catalog_id
+        if (best_conflict := conflict(ranked[0])) is not None:
+            evidence["conflict"] = best_conflict
 
     pinned = _pinned_ids(hits, settings.top_k)
     saved = [by_id[i] for i in pinned] + [c for c in ranked if c.catalog_id not in pinned]
@@ -212,7 +230,7 @@ def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], 
             evidence.update(rule=decisive.method, identifier=decisive.identifier, score=chosen.score)
             confidence = max(IDENTIFIER_CONFIDENCE[decisive.method], chosen.score)
             return Decision(item_id, chosen.catalog_id, decisive.method, confidence, evidence, _kept(chosen, saved, settings))
-        evidence["identifier_conflict"] = reason
+        evidence.update(identifier_conflict=reason, blocked=True)
 
     if not ranked:
         evidence["rejected"] = "no candidates"
@@ -220,10 +238,10 @@ def _decide(item_id: str, text: str, hits: list[_Hit], ranked: list[Candidate], 
         evidence["rejected"] = "below threshold_match_score"
     elif best - runner_up < settings.threshold_margin:
         evidence["rejected"] = "below threshold_margin"
-    elif (reason := conflict(ranked[0])) is not None:
-        evidence.update(rejected="conflict", conflict=reason)
+    elif "conflict" in evidence:
+        evidence.update(rejected="conflict", blocked=True)
     else:
-        evidence.update(rule="fuzzy", score=best)
+        evidence.update(rule="fuzzy", score=best, verify=best < settings.threshold_verify_score)
         return Decision(item_id, ranked[0].catalog_id, "fuzzy", best, evidence, _kept(ranked[0], saved, settings))
     evidence["rule"] = None
     return Decision(item_id, None, "none", best, evidence, saved)
@@ -240,6 +258,11 @@ def match_enhanced(items: pd.DataFrame, index: CatalogIndex, settings: EnhancedS
     if missing:
         raise ValueError(f"items lack required columns: {missing}")
     rows = items.to_dict("records")
+    register_makers(index.manufacturers)
+    if "manufacturer" in items.columns:
+        register_makers(items["manufacturer"].dropna().unique())
+    vocabulary = active_vocabulary()
+    makers = [vocabulary.canonical_maker(_cell(r, "manufacturer")) for r in rows]
     texts = [" - ".join(str(v) for v in (_cell(r, "description"), _cell(r, "part_number")) if v is not None) for r in rows]
     queries = [document_text(t) for t in texts]
     hits = [_identifier_hits(r, t, index) for r, t in zip(rows, texts, strict=True)]
@@ -247,6 +270,6 @@ def match_enhanced(items: pd.DataFrame, index: CatalogIndex, settings: EnhancedS
     retrieved = index.retrieve(queries, settings.rescore_k, include=pinned)
     ranked = _rescore(queries, retrieved, index, settings)
     return [
-        _decide(str(r["item_id"]), t, h, c, settings)
-        for r, t, h, c in zip(rows, texts, hits, ranked, strict=True)
+        _decide(str(r["item_id"]), t, m, h, c, settings)
+        for r, t, m, h, c in zip(rows, texts, makers, hits, ranked, strict=True)
     ]

@@ -10,9 +10,19 @@ accept is checked with :func:`find_conflict` and a conflicting pair is left for 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
+from matching_pipeline.core.attributes import (
+    MAX_ATTRIBUTE_CHARS,
+    ROMAN_SEQUELS,
+    Attributes,
+    active_vocabulary,
+    attribute_conflict,
+    maker_conflict,
+    on_vocabulary_change,
+    read_attributes,
+)
 from matching_pipeline.core.normalize import fold_unicode
 
 MIN_MODEL_NUMBER_LENGTH = 4
@@ -43,15 +53,8 @@ _VERSION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("mark", re.compile(r"\b(?:mark|mk|series)[\s-]?(i{1,3}|iv|vi{0,3}|ix|x|\d+)\b")),
 )
 
-EDITION_WORDS = frozenset(
-    """standard professional pro home premium ultimate enterprise business deluxe limited collector
-    gold platinum goty student academic upgrade basic starter essentials lite""".split()
-)
-"""Words that name an edition of software, media or devices; "Home Premium" and "Professional"
-are different products even when every other word agrees."""
-_EDITION_ALIASES = {"pro": "professional"}
 _EDITION_PHRASE = re.compile(r"\b([a-z]+)(?:'s)?\s+edition\b")
-_WORD = re.compile(r"[a-z]+")
+""""Collector's Edition", "Anniversary Edition": any word before "edition" names one."""
 
 _PACK_WORDS = {"single": 1, "twin": 2, "double": 2, "dual": 2, "triple": 3}
 _QUANTITY_PATTERNS: tuple[re.Pattern[str], ...] = (
@@ -61,13 +64,7 @@ _QUANTITY_PATTERNS: tuple[re.Pattern[str], ...] = (
 )
 # "x12" only as a lowercase word of its own: "X50", "LCS-X20" and "4'x6'" are models and sizes.
 _TIMES_QUANTITY = re.compile(r"(?:^|(?<=[\s(]))x\s?(\d{1,3})(?=$|[\s),])")
-_CAPACITY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(kb|mb|gb|tb)\b")
-_CAPACITY_IN_GB = {"kb": 1e-6, "mb": 1e-3, "gb": 1.0, "tb": 1e3}
-# A lone apostrophe is read as inches on purpose: exported titles turn 52" into 52' far more
-# often than a product title states a size in feet.
-SIZE_TOLERANCE = 0.5
-"""Inches within which two sizes agree: a 31.5in panel is sold as a 32in TV."""
-_SIZE = re.compile(r"(?<![\w./])(\d+(?:\.\d+)?)\s?(?:\"|''|'|-?\s?inch(?:es)?\b|-?in\b(?!\s?\d))")
+ROMAN_NUMERALS = {value: roman for roman, value in ROMAN_SEQUELS.items()}
 
 
 @dataclass(frozen=True)
@@ -80,8 +77,8 @@ class ProductFeatures:
     """(scheme, number) pairs such as ("v", "2") or ("gen", "3"): numbers compare within a scheme."""
     editions: frozenset[str] = frozenset()
     quantity: int | None = None
-    capacities: frozenset[float] = frozenset()
-    sizes: frozenset[float] = frozenset()
+    attributes: Attributes = field(default_factory=Attributes)
+    """Colour, platform, measures, markers... read with the active vocabulary."""
 
 
 def _is_measurement(pieces: list[str]) -> bool:
@@ -146,9 +143,8 @@ def _versions(text: str) -> frozenset[tuple[str, str]]:
     )
 
 
-def _editions(text: str) -> frozenset[str]:
-    words = set(_WORD.findall(text)) & EDITION_WORDS | set(_EDITION_PHRASE.findall(text))
-    return frozenset(_EDITION_ALIASES.get(w, w) for w in words)
+def _editions(text: str, attributes: Attributes) -> frozenset[str]:
+    return attributes.get("editions") | frozenset(_EDITION_PHRASE.findall(text))
 
 
 def _quantity(text: str) -> int | None:
@@ -163,16 +159,19 @@ def _quantity(text: str) -> int | None:
 @lru_cache(maxsize=200_000)
 def extract_features(text: str) -> ProductFeatures:
     """Identity and variant attributes of a title (cached: catalog titles recur across items)."""
-    folded = fold_unicode(text or "")
+    folded = fold_unicode((text or "")[:MAX_ATTRIBUTE_CHARS])
     lowered = folded.lower()
+    attributes = read_attributes(folded, active_vocabulary())
     return ProductFeatures(
-        model_numbers=tuple(extract_model_numbers(text)),
+        model_numbers=tuple(extract_model_numbers(folded)),
         versions=_versions(lowered),
-        editions=_editions(lowered),
+        editions=_editions(lowered, attributes),
         quantity=_quantity(folded),
-        capacities=frozenset(float(n) * _CAPACITY_IN_GB[u] for n, u in _CAPACITY.findall(lowered)),
-        sizes=frozenset(float(n) for n in _SIZE.findall(lowered)),
+        attributes=attributes,
     )
+
+
+on_vocabulary_change(extract_features.cache_clear)
 
 
 def same_model(a: str, b: str) -> bool:
@@ -190,15 +189,26 @@ def _fmt(values: frozenset) -> str:
 
 
 def find_conflict(
-    item: str | ProductFeatures, candidate: str | ProductFeatures, *, unstated_quantity_is_one: bool = True
+    item: str | ProductFeatures,
+    candidate: str | ProductFeatures,
+    *,
+    unstated_quantity_is_one: bool = True,
+    makers: tuple[str | None, str | None] = (None, None),
 ) -> str | None:
     """Why ``item`` and ``candidate`` cannot be the same product, or None when nothing contradicts.
 
-    An attribute stated by only one side is not a conflict (catalog titles routinely omit
-    them), with one exception: by default a pack size above one against no pack size, since
-    a multi-pack and a single unit are different sale units that titles otherwise describe
-    alike. Pass ``unstated_quantity_is_one=False`` when an exact identifier already ties the
-    two to one SKU ("Print Paper - SVMF40P" and "Paper 40 Pack - SVMF40P").
+    Checks model numbers, maker, version, edition, pack size and every attribute of
+    :func:`~matching_pipeline.core.attributes.attribute_conflict`. An attribute stated by only
+    one side is not a conflict (catalog titles routinely omit them), except the markers that
+    change what the product is (upgrade, refurbished, bundle, accessory...) and, by default, a
+    pack size above one against no pack size: a multi-pack and a single unit are different sale
+    units that titles otherwise describe alike. Pass ``unstated_quantity_is_one=False`` when an
+    exact identifier already ties the two to one SKU ("Print Paper - SVMF40P" and
+    "Paper 40 Pack - SVMF40P").
+
+    ``makers`` are the two sides' makers when known from a field (canonical, see
+    :meth:`~matching_pipeline.core.attributes.Vocabulary.canonical_maker`); a side without one
+    falls back to the maker its title leads with.
     """
     a = extract_features(item) if isinstance(item, str) else item
     b = extract_features(candidate) if isinstance(candidate, str) else candidate
@@ -206,6 +216,9 @@ def find_conflict(
         same_model(x, y) for x in a.model_numbers for y in b.model_numbers
     ):
         return f"model number: {_fmt(a.model_numbers)} vs {_fmt(b.model_numbers)}"
+    reason = maker_conflict(makers[0] or a.attributes.maker, makers[1] or b.attributes.maker)
+    if reason:
+        return reason
     for scheme in sorted({s for s, _ in a.versions} & {s for s, _ in b.versions}):
         mine = frozenset(f"{scheme}{n}" for s, n in a.versions if s == scheme)
         theirs = frozenset(f"{scheme}{n}" for s, n in b.versions if s == scheme)
@@ -219,8 +232,31 @@ def find_conflict(
         mine, theirs = a.quantity, b.quantity
     if mine is not None and theirs is not None and mine != theirs:
         return f"quantity: {mine} vs {theirs}"
-    if a.capacities and b.capacities and not a.capacities & b.capacities:
-        return f"capacity: {_fmt(a.capacities)}GB vs {_fmt(b.capacities)}GB"
-    if a.sizes and b.sizes and not any(abs(x - y) <= SIZE_TOLERANCE for x in a.sizes for y in b.sizes):
-        return f"size: {_fmt(a.sizes)}in vs {_fmt(b.sizes)}in"
+    return (
+        attribute_conflict(a.attributes, b.attributes)
+        or _sequel_conflict(a, b)
+        or _accessory_for(a, b)
+        or _accessory_for(b, a)
+    )
+
+
+def _sequel_conflict(a: ProductFeatures, b: ProductFeatures) -> str | None:
+    """"Mark II" against a title without it is another generation, unless the other side says the
+    same number plainly ("Jawbone 2") or glued to its model ("580EXII")."""
+    for mine, theirs in ((a, b), (b, a)):
+        for sequel in sorted(mine.attributes.sequels - theirs.attributes.sequels):
+            roman = ROMAN_NUMERALS[sequel]
+            if str(sequel) in theirs.attributes.numbers or any(m.endswith(roman) for m in theirs.model_numbers):
+                continue
+            return f"sequel: {roman} vs none" if mine is a else f"sequel: none vs {roman}"
+    return None
+
+
+def _accessory_for(a: ProductFeatures, b: ProductFeatures) -> str | None:
+    """"Battery for Canon SD1000" against "Canon SD1000 Camera": ``a`` is made for ``b``."""
+    if not a.attributes.for_clause or b.attributes.for_clause:
+        return None
+    named = set(extract_model_numbers(" ".join(a.attributes.for_clause)))
+    if named & set(b.model_numbers) and not set(a.model_numbers) & set(b.model_numbers):
+        return f"accessory: made for {_fmt(named & set(b.model_numbers))}"
     return None

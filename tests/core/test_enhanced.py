@@ -80,7 +80,7 @@ def test_capacity_conflict_blocks_an_otherwise_clear_fuzzy_accept(index):
 def test_identifier_accept_is_checked_for_conflicts(index):
     (decision,) = decide(index, [{"item_id": "i", "description": "Sony Bravia 52in LCD HDTV - KDL40V4100"}])
     assert decision.catalog_id is None
-    assert decision.evidence["identifier_conflict"].startswith("size")
+    assert decision.evidence["identifier_conflict"].startswith("length")
     assert decision.candidates[0].catalog_id == "tv40"
 
 

@@ -1,5 +1,6 @@
 import pytest
 
+from matching_pipeline.core.attributes import Measure
 from matching_pipeline.core.identifiers import extract_features, extract_model_numbers, find_conflict, same_model
 
 
@@ -41,7 +42,7 @@ def test_same_model_allows_short_prefix_or_suffix_only():
         ("Duracell AA 2-pack", "Duracell AA battery", "quantity"),
         ("Cola can x12", "Cola can", "quantity"),
         ("Apple iPod nano 16GB", "Apple iPod nano 32 GB", "capacity"),
-        ('Samsung 42in Plasma', 'Samsung 50" Plasma', "size"),
+        ('Samsung 42in Plasma', 'Samsung 50" Plasma', "length"),
     ],
 )
 def test_conflicts(item, candidate, reason):
@@ -73,5 +74,5 @@ def test_features_are_comparable_values():
     features = extract_features("Acme Widget v2.0 Deluxe Edition 2 TB (twin pack)")
     assert features.versions == {("v", "2")}
     assert features.editions == {"deluxe"}
-    assert features.capacities == {2000.0}
+    assert features.attributes.measures == {Measure("capacity", 2000.0)}
     assert features.quantity == 2
