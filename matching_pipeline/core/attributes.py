@@ -158,6 +158,12 @@ class Vocabulary:
         return max((len(p) for p in self.phrases), default=1)
 
     @cached_property
+    def first_words(self) -> frozenset[str]:
+        """Words a phrase can start with, plurals included: the scan's fast path skips the rest."""
+        firsts = {phrase[0] for phrase in self.phrases}
+        return frozenset(firsts | {f"{w}s" for w in firsts})
+
+    @cached_property
     def longest_unit(self) -> int:
         return max((len(u) for u in self.units), default=1)
 
@@ -184,8 +190,9 @@ class Attributes:
     """Upper-case Roman numerals standing alone ("Rebel XT II"): a sequel or generation."""
     numbers: frozenset[str] = frozenset()
     """Plain whole numbers below 100 that measure nothing ("HP 56", "Sims 2")."""
-    maker: str | None = None
-    """The maker the title leads with, when the vocabulary knows it."""
+    lead: tuple[str, ...] = ()
+    """The title's first words, where its maker stands (see :func:`title_maker`). Kept as words,
+    not as a maker, so makers learnt later from manufacturer fields apply to cached titles too."""
     for_clause: tuple[str, ...] = ()
     """Words after "for", "fits" or "compatible with": what an accessory belongs to."""
 
@@ -214,7 +221,10 @@ def read_attributes(text: str, vocabulary: Vocabulary) -> Attributes:
         elif word in _COMPATIBILITY_WORDS and not _compatible_as_condition(words, i):
             in_for_clause = True
         included = included or word in _INCLUDES
-        number, unit_words, used = _measure_at(words, i, vocabulary)
+        if not word[0].isdigit() and word not in vocabulary.first_words:
+            i += 1  # most words of a title name nothing: one set look-up and on
+            continue
+        number, unit_words, used = _measure_at(words, i, vocabulary) if word[0].isdigit() else (None, (), 1)
         if number is not None and unit_words:
             dimension, factor = vocabulary.units[unit_words]
             measures.add(Measure(dimension, round(float(number) * factor, 9)))
@@ -241,7 +251,7 @@ def read_attributes(text: str, vocabulary: Vocabulary) -> Attributes:
         releases=frozenset(releases),
         sequels=frozenset(ROMAN_SEQUELS[m] for m in _ROMAN.findall(original)),
         numbers=frozenset(numbers),
-        maker=title_maker(words, vocabulary),
+        lead=tuple(words[: MAKER_WINDOW + 2]),
         for_clause=tuple(for_clause),
     )
 
@@ -408,12 +418,9 @@ def use_vocabulary(vocabulary: Vocabulary) -> None:
 
 def register_makers(names: Iterable[object]) -> None:
     """Teach the active vocabulary the makers a catalog or item list names in its manufacturer
-    field, so titles that lead with them are read as theirs. Caches are dropped only when a name
-    is new, which after the first batch of a catalog is almost never."""
-    before = len(_active.makers)
+    field, so titles that lead with them are read as theirs (titles keep their leading words, so
+    no cache needs dropping)."""
     _active.add_makers(str(n) for n in names if isinstance(n, str) and n.strip())
-    if len(_active.makers) != before:
-        use_vocabulary(_active)
 
 
 def active_vocabulary() -> Vocabulary:

@@ -22,6 +22,7 @@ from matching_pipeline.core.attributes import (
     maker_conflict,
     on_vocabulary_change,
     read_attributes,
+    title_maker,
 )
 from matching_pipeline.core.normalize import fold_unicode
 
@@ -216,7 +217,10 @@ def find_conflict(
         same_model(x, y) for x in a.model_numbers for y in b.model_numbers
     ):
         return f"model number: {_fmt(a.model_numbers)} vs {_fmt(b.model_numbers)}"
-    reason = maker_conflict(makers[0] or a.attributes.maker, makers[1] or b.attributes.maker)
+    vocabulary = active_vocabulary()
+    reason = maker_conflict(
+        makers[0] or title_maker(a.attributes.lead, vocabulary), makers[1] or title_maker(b.attributes.lead, vocabulary)
+    )
     if reason:
         return reason
     for scheme in sorted({s for s, _ in a.versions} & {s for s, _ in b.versions}):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from matching_pipeline.core import attributes
-from matching_pipeline.core.attributes import Vocabulary, maker_conflict, read_attributes, use_vocabulary
+from matching_pipeline.core.attributes import Vocabulary, maker_conflict, read_attributes, title_maker, use_vocabulary
 from matching_pipeline.core.catalog import document_text
 from matching_pipeline.core.enhanced import _numbers
 from matching_pipeline.core.identifiers import extract_features, extract_model_numbers, find_conflict
@@ -111,8 +111,10 @@ def test_field_makers_override_the_title() -> None:
 
 
 def test_a_maker_named_after_for_is_not_the_products_maker() -> None:
-    assert read_attributes("Case for Canon PowerShot", attributes.active_vocabulary()).maker is None
-    assert read_attributes("Terk XM Antenna", attributes.active_vocabulary()).maker is None
+    vocabulary = attributes.active_vocabulary()
+    assert title_maker(read_attributes("Case for Canon PowerShot", vocabulary).lead, vocabulary) is None
+    assert title_maker(read_attributes("Terk XM Antenna", vocabulary).lead, vocabulary) is None
+    assert title_maker(read_attributes("Canon PowerShot SD1000", vocabulary).lead, vocabulary) == "canon"
 
 
 def test_vocabulary_is_extended_from_a_folder(tmp_path: Path) -> None:
@@ -123,7 +125,7 @@ def test_vocabulary_is_extended_from_a_folder(tmp_path: Path) -> None:
     try:
         use_vocabulary(Vocabulary.load(tmp_path))
         assert find_conflict("Acme Lamp Chartreuse", "Acme Lamp Silver") == "colour: chartreuse vs silver"
-        assert extract_features("Acme Lamp").attributes.maker == "acme widgets"
+        assert title_maker(extract_features("Acme Lamp").attributes.lead, attributes.active_vocabulary()) == "acme widgets"
     finally:
         use_vocabulary(default)
     assert find_conflict("Acme Lamp Chartreuse", "Acme Lamp Silver") is None
