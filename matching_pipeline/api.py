@@ -11,6 +11,11 @@ Endpoints (JSON in, JSON out; ``{"success": true, "job": {...}}`` or ``{"success
 - ``PATCH /api/jobs/{id}`` ``{"status": "canceled"|"failed", "reason"?}`` stops the job;
   ``{"status": "paused"}`` pauses it and ``{"status": "processing"}`` resumes it.
 - ``POST /api/jobs/{id}/pause``, ``/resume``, ``/retry``: the same controls, and retry-failed.
+- ``GET /api/projects/{project}/review?limit=&offset=``: the project's open review queue (items
+  whose decision is doubtful, with the reason, the current decision and the candidates).
+- ``POST /api/projects/{project}/review/{item_id}`` ``{"catalog_id": "<id>" | null}``: a person's
+  decision on an item (null: none of the candidates, the catalog lacks it). It is final: it wins
+  over every stage and no re-run replaces it.
 
 When ``MATCHING_API_TOKEN`` is set every request needs ``Authorization: Bearer <token>``.
 """
@@ -32,6 +37,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from matching_pipeline import control
+from matching_pipeline.core.readers import InputError
+from matching_pipeline.faults import connection_fault
+from matching_pipeline.pools import PoolWaitTimeout
+from matching_pipeline.review_queue import UnknownItem, decide, review_payload
 from matching_pipeline.settings import Settings
 from matching_pipeline.status import JOB_TYPES, job_status, list_jobs
 
@@ -105,6 +114,13 @@ def create_app(
                 return _error(404, str(exc))
             except control.ControlError as exc:
                 return _error(409, str(exc))
+            except PoolWaitTimeout as exc:  # another run holds the pool for longer than we wait
+                return _error(503, str(exc))
+            except Exception as exc:
+                cause = connection_fault(exc)
+                if cause is None:
+                    raise
+                return _error(503, f"database unavailable: {cause}")
             return JSONResponse({"success": True, **payload}, status_code=status)
 
         return wrapped
@@ -173,6 +189,42 @@ def create_app(
         launched = control.retry_failed(instance, job_id, submitter=get_submitter())
         return 200, {"job": view(job_id), "message": f"retrying failed chunks and items: {len(launched.runs)} run(s) submitted"}
 
+    def results_of(project: str):
+        from matching_pipeline.defs.resources import open_results_database
+
+        db = open_results_database(settings.database_url)
+        if not db.list_batches(project):
+            raise ApiError(404, f"project {project!r} has no items")
+        return db
+
+    def review_list(request: Request, body: dict[str, Any]):
+        project = request.path_params["project"]
+        limit = _int_param(request, "limit", default=100, low=1, high=1000)
+        offset = _int_param(request, "offset", default=0, low=0, high=None)
+        db = results_of(project)
+        items = [review_payload(r) for r in db.open_reviews(project, offset=offset, limit=limit)]
+        return 200, {"project": project, "total": db.open_review_count(project), "offset": offset, "items": items}
+
+    def review_decide(request: Request, body: dict[str, Any]):
+        project, item_id = request.path_params["project"], request.path_params["item_id"]
+        key = next((k for k in ("catalog_id", "catalogId") if k in body), None)
+        if key is None:
+            raise ApiError(400, 'body must be {"catalog_id": "<catalog id>"} or {"catalog_id": null} for none of these')
+        catalog_id = body[key]
+        if catalog_id is not None and (not isinstance(catalog_id, str) or not catalog_id.strip()):
+            raise ApiError(400, "catalog_id must be a non-empty string, or null for none of these")
+        db = results_of(project)
+        catalog = get_defs().resources["catalog_source"]
+        try:
+            decided = decide(db, project, item_id, catalog_id and catalog_id.strip(), catalog.catalog_ids, source="api")
+        except UnknownItem as exc:
+            raise ApiError(404, str(exc)) from None
+        except (InputError, FileNotFoundError) as exc:  # the catalog itself cannot be read
+            raise ApiError(503, f"the catalog cannot be read to check the id: {exc}") from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return 200, {"decision": decided, "openReviews": db.open_review_count(project)}
+
     routes = [
         Route("/api/jobs/create", endpoint(create), methods=["POST"]),
         Route("/api/jobs", endpoint(list_all), methods=["GET"]),
@@ -182,6 +234,8 @@ def create_app(
         Route("/api/jobs/{job_id}/pause", endpoint(pause), methods=["POST"]),
         Route("/api/jobs/{job_id}/resume", endpoint(resume), methods=["POST"]),
         Route("/api/jobs/{job_id}/retry", endpoint(retry), methods=["POST"]),
+        Route("/api/projects/{project}/review", endpoint(review_list), methods=["GET"]),
+        Route("/api/projects/{project}/review/{item_id:path}", endpoint(review_decide), methods=["POST"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -191,6 +245,19 @@ def create_app(
         return _error(405, f"method {request.method} not allowed on {request.url.path}")
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+
+
+def _int_param(request: Request, name: str, *, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        raise ApiError(400, f"{name} must be between {low} and {high}" if high is not None else f"{name} must be at least {low}")
+    return value
 
 
 def serve(host: str, port: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import warnings
@@ -14,6 +15,12 @@ from pathlib import Path
 from matching_pipeline.core.models import STAGES
 from matching_pipeline.core.readers import InputError
 from matching_pipeline.settings import Settings, parse_column_map
+
+
+EXIT_DATABASE_UNAVAILABLE = 3
+"""Exit status when the results database or Dagster's storage could not be reached (see README)."""
+EXIT_POOL_TIMEOUT = 4
+"""Exit status when a pool stayed busy for MATCHING_POOL_WAIT_TIMEOUT_SECONDS."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,6 +55,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     from matching_pipeline.defs.resources import open_results_database
     from matching_pipeline.ingest import ingest_file
     from matching_pipeline.reports import export_results, format_summary
+    from matching_pipeline.pools import reap_dead_runs
     from matching_pipeline.runner import ensure_partitions, new_job_id, run_stage
 
     settings = _settings(args)
@@ -63,7 +71,9 @@ def cmd_match(args: argparse.Namespace) -> int:
         return 2
     db = open_results_database(settings.database_url)
     try:
-        batch = ingest_file(db, items_path, args.project, encoding=settings.items_encoding, columns=settings.item_columns)
+        batch = ingest_file(
+            db, items_path, args.project, encoding=settings.items_encoding, columns=settings.item_columns, limits=settings.field_limits
+        )
     except InputError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -74,6 +84,9 @@ def cmd_match(args: argparse.Namespace) -> int:
 
     defs = build_definitions(settings)
     instance = _instance(settings)
+    reaped = reap_dead_runs(instance)  # runs an earlier, killed process left STARTED (and their pool slots)
+    if reaped:
+        print(f"marked {len(reaped)} run(s) failed whose process is gone: {', '.join(r[:8] for r in reaped)}")
     ensure_partitions(instance, batch.chunk_keys)
     try:
         _refresh_catalog(defs, instance, settings)
@@ -96,8 +109,12 @@ def cmd_match(args: argparse.Namespace) -> int:
         progress = {"chunks": 0}
 
         def report(outcome, stage=stage, total=total, progress=progress) -> None:
-            progress["chunks"] += outcome.chunks
-            state = "ok" if outcome.success else f"FAILED: {outcome.error}"
+            # A failed run's range is not done (some of its chunks may be; the re-run finds out).
+            if outcome.success:
+                progress["chunks"] += outcome.chunks
+                state = "ok"
+            else:
+                state = f"FAILED ({outcome.chunks} chunks {outcome.first} .. {outcome.last}): {outcome.error}"
             print(f"[{stage}] {progress['chunks']}/{total} chunks  run {outcome.run_id[:8]}  {outcome.seconds:.1f}s  {state}", flush=True)
 
         outcomes = run_stage(defs, instance, stage, keys, job_id=job_id, stages=stages, on_run=report)
@@ -172,6 +189,71 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from matching_pipeline.core.readers import CATALOG, read_table
+    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.evaluate import evaluate_project, format_report
+
+    settings = _settings(args)
+    target = settings.target_precision if args.target_precision is None else args.target_precision
+    if not 0.0 < target <= 1.0:
+        print(f"--target-precision must be in (0, 1], got {target}", file=sys.stderr)
+        return 2
+    catalog_ids = None
+    try:  # the catalog's ids let the labels' unknown catalog ids be named; without it they are not checked
+        catalog = read_table(
+            settings.catalog_path, CATALOG, columns=settings.catalog_columns, encoding=settings.catalog_encoding,
+            limits=settings.field_limits,
+        )
+        catalog_ids = set(catalog["catalog_id"])
+    except InputError as exc:
+        print(f"catalog ids of the labels not checked: {exc}", file=sys.stderr)
+    out = Path(args.out) if args.out else settings.evaluation_dir / args.project
+    db = open_results_database(settings.database_url)
+    try:
+        outcome = evaluate_project(
+            db, args.project, Path(args.labels), out, catalog_ids=catalog_ids, target_precision=target
+        )
+    except ValueError as exc:  # InputError included: a bad labels file names its rows
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(format_report(outcome.report))
+    print(f"\nwrote {outcome.report_path} and {outcome.chart_path}")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from matching_pipeline.definitions import build_resources
+    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.review_queue import export_review, import_review
+
+    settings = _settings(args)
+    db = open_results_database(settings.database_url)
+    if args.review_command == "export":
+        if args.candidates < 1:
+            print(f"--candidates must be at least 1, got {args.candidates}", file=sys.stderr)
+            return 2
+        if not db.list_batches(args.project):
+            print(f"project {args.project!r} has no items", file=sys.stderr)
+            return 2
+        frame = export_review(db, args.project, Path(args.out), candidates=args.candidates)
+        print(f"wrote {len(frame)} open review items of project {args.project} to {args.out}")
+        print("fill the 'decision' column: a catalog id, 'this' (the proposed catalog_id is right) or 'none'; "
+              f"then run: matching-pipeline review import {args.out}")
+        return 0
+    catalog = build_resources(settings)["catalog_source"]
+    try:
+        outcome = import_review(db, Path(args.file), catalog.catalog_ids, project=args.project)
+    except (InputError, FileNotFoundError) as exc:  # the review file or the catalog it is checked against
+        print(f"{exc}\nnothing was applied", file=sys.stderr)
+        return 2
+    print(
+        f"project {outcome.project}: applied {outcome.applied} decisions ({outcome.matched} matched, "
+        f"{outcome.none} none of these); skipped {outcome.skipped} rows without a decision"
+    )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from matching_pipeline.sample_data import write_sample
 
@@ -229,6 +311,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 
+    evaluate = sub.add_parser("evaluate", help="precision, coverage and recall of a project on your labels, and thresholds to reach a target precision")
+    evaluate.add_argument("--project", required=True)
+    evaluate.add_argument("--labels", required=True, help="CSV of item_id,catalog_id[,label]; label is match (default) or non-match; catalog_id empty or none: no entry in the catalog")
+    evaluate.add_argument("--target-precision", type=float, help="precision the suggested thresholds must reach (default: MATCHING_TARGET_PRECISION or 0.99)")
+    evaluate.add_argument("--catalog", help="catalog whose ids the labels may name (default: MATCHING_CATALOG_PATH or the bundled sample)")
+    evaluate.add_argument("--out", help="directory for evaluation.json and the chart (default: <data dir>/evaluation/<project>)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    review = sub.add_parser("review", help="the review queue: export doubtful decisions, import a person's decisions")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    review_export = review_sub.add_parser("export", help="write a project's open review items to CSV")
+    review_export.add_argument("--project", required=True)
+    review_export.add_argument("--out", required=True)
+    review_export.add_argument("--candidates", type=int, default=10, help="candidates per row (default 10)")
+    review_export.set_defaults(func=cmd_review)
+    review_import = review_sub.add_parser("import", help="apply the decisions of a filled-in review file (all or nothing)")
+    review_import.add_argument("file")
+    review_import.add_argument("--project", help="the project, when the file has no 'project' column")
+    review_import.add_argument("--catalog", help="catalog whose ids decisions may name (default: MATCHING_CATALOG_PATH or the bundled sample)")
+    review_import.add_argument("--catalog-columns", help="map catalog columns, e.g. catalog_id=id,description=name")
+    review_import.set_defaults(func=cmd_review)
+
     sample = sub.add_parser("sample", help="generate a synthetic catalog and messy item list")
     sample.add_argument("--dir", required=True)
     sample.add_argument("--catalog-size", type=int, default=5000)
@@ -265,11 +369,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StorageRetryNotice(logging.Filter):
+    """dagster-postgres logs every retry of a lost connection as a multi-line root warning; the
+    user needs one line saying what happens (and the final cause if it does not come back)."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Retrying failed database connection"):
+            return True
+        if not self.said:
+            self.said = True
+            print("matching-pipeline: lost the connection to Dagster's storage; retrying", file=sys.stderr)
+        return False
+
+
+def _quiet_storage_retries() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _StorageRetryNotice) for f in root.filters):
+        root.addFilter(_StorageRetryNotice())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # backfill_policy and pools are marked beta in Dagster 1.13; the warning is for us, not for users.
     warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview)")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    _quiet_storage_retries()
+    from matching_pipeline.faults import connection_fault
+    from matching_pipeline.pools import PoolWaitTimeout
+
+    try:
+        return args.func(args)
+    except PoolWaitTimeout as exc:
+        print(f"matching-pipeline: {exc}", file=sys.stderr)
+        return EXIT_POOL_TIMEOUT
+    except Exception as exc:
+        cause = connection_fault(exc)
+        if cause is None:
+            raise  # a bug: its traceback is what is needed to fix it
+        print(
+            f"matching-pipeline: database unavailable: {cause}. Chunks already finished are kept; "
+            "re-run the same command to finish the rest.",
+            file=sys.stderr,
+        )
+        return EXIT_DATABASE_UNAVAILABLE
 
 
 if __name__ == "__main__":

@@ -45,11 +45,14 @@ from matching_pipeline.defs.stages import (
     RANGE_END,
     RANGE_START,
     STAGE_SPECS,
+    TAG_JOB,
     TAG_REDECIDE,
     TAG_STAGES,
     plan_runs,
     run_tags,
 )
+from matching_pipeline.pools import end_dead_run, process_gone, reap_dead_runs, terminate_local_run
+from matching_pipeline.runner import _first_error, ensure_partitions, execute_stage_run
 from matching_pipeline.status import (
     ACTIVE,
     JOB_TYPES,
@@ -199,15 +202,13 @@ class Launched:
     errors: list[str] = field(default_factory=list)
 
 
-def _execute(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, tags: dict[str, str], out: Launched) -> bool:
-    result = defs.resolve_job_def(STAGE_SPECS[stage].job_name).execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False
-    )
+def _execute(
+    defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, tags: dict[str, str], out: Launched, owner: str = "cli"
+) -> bool:
+    result = execute_stage_run(defs, instance, stage, tags, owner=owner, run_config={})
     out.runs.append(result.run_id)
     if not result.success:
         out.failed.append(result.run_id)
-        from matching_pipeline.runner import _first_error
-
         out.errors.append(_first_error(result))
     return result.success
 
@@ -224,7 +225,12 @@ def _ordered(instance: dg.DagsterInstance) -> list[str]:
     return list(instance.get_dynamic_partitions(chunk_partitions.name))
 
 
-def _require(instance: dg.DagsterInstance, job_id: str) -> JobFacts:
+def _require(instance: dg.DagsterInstance, job_id: str, *, reap: bool = False) -> JobFacts:
+    """The job's facts; with ``reap``, after failing its runs whose process is gone (``pools.py``),
+    which would otherwise count as in progress for ever and keep their chunks from resume/retry."""
+    if reap:
+        live = instance.get_runs(dg.RunsFilter(tags={TAG_JOB: job_id}, statuses=[*STARTED, dg.DagsterRunStatus.NOT_STARTED]))
+        reap_dead_runs(instance, [run.run_id for run in live])
     facts = load_job(instance, job_id)
     if facts is None:
         raise UnknownJob(f"job {job_id!r} not found")
@@ -247,8 +253,6 @@ def create_job(
         raise ValueError(f"jobType must be one of {', '.join(JOB_TYPES)}")
     stages = list(JOB_TYPES[job_type])
     job_id = job_id or f"{batch.label}-api-{uuid.uuid4().hex[:8]}"
-    from matching_pipeline.runner import ensure_partitions
-
     ensure_partitions(instance, batch.chunk_keys)
     submitter = submitter or Submitter(instance)
     spec = STAGE_SPECS[stages[0]]
@@ -278,11 +282,30 @@ def cancel_job(instance: dg.DagsterInstance, job_id: str, *, status: str = "canc
         if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
             _cancel_queued(instance, run.run_id)
         elif run.status in STARTED:
-            try:
-                instance.run_launcher.terminate(run.run_id)
-            except Exception:  # an in-process run has no launcher to stop it: it is held by its tags
-                pass
+            _stop_running(instance, run, tags[TAG_REASON])
     return _require(instance, job_id)
+
+
+def _stop_running(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str) -> None:
+    """End the process executing ``run``, not only its record, then record the run canceled.
+
+    A run the CLI executes in process on this host is stopped by signalling that process (its
+    pid is in the run's tags): the step runs there. A run the daemon launched is terminated by
+    the run launcher, which stops its run worker. A run the API server executes in process is
+    not killed with the server: its stage sees the canceled tag and stops at its next block.
+    """
+    stopped = terminate_local_run(run)
+    if stopped is None:
+        try:
+            if instance.run_launcher.terminate(run.run_id):
+                return
+        except Exception:  # no launcher record (run executed in process): decided below
+            pass
+        if not process_gone(run.tags):
+            return
+    current = instance.get_run_by_id(run.run_id)
+    if current is not None:
+        end_dead_run(instance, current, f"{reason}; its process was stopped", canceled=True)
 
 
 def pause_job(instance: dg.DagsterInstance, job_id: str) -> JobFacts:
@@ -315,7 +338,7 @@ def resume_job(
     With ``defs`` the work executes in this process, stage after stage; otherwise it is submitted
     to the run queue and the cascade sensor carries each range through the later stages.
     """
-    facts = _require(instance, job_id)
+    facts = _require(instance, job_id, reap=True)
     if facts.control == "canceled":
         raise ControlError(f"job {job_id} was canceled; create a new job instead")
     for record in facts.runs:
@@ -352,7 +375,7 @@ def retry_failed(
     submitter: Submitter | None = None,
 ) -> Launched:
     """Retry only failed chunks and, within them, only failed items; later stages follow."""
-    facts = _require(instance, job_id)
+    facts = _require(instance, job_id, reap=True)
     if facts.control == "canceled":
         raise ControlError(f"job {job_id} was canceled; create a new job instead")
     if facts.active_runs():
@@ -382,13 +405,18 @@ def retry_failed(
     return out
 
 
-def process_next(instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions) -> tuple[Launched, str]:
+def process_next(
+    instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions, *, owner: str = "api"
+) -> tuple[Launched, str]:
     """Materialise the job's next chunks now, in this process (one run's worth), and say what ran.
+
+    ``owner`` is recorded on the run (``pools.TAG_OWNER``): the API server's runs are never
+    stopped by killing their process.
 
     A queued run of the job is claimed (canceled, tagged superseded) and its range executed here;
     otherwise the next unfinished range of the earliest stage with work is executed.
     """
-    facts = _require(instance, job_id)
+    facts = _require(instance, job_id, reap=True)
     if facts.control in ("canceled", "failed"):
         raise ControlError(f"job {job_id} is {facts.control}")
     out = Launched()
@@ -401,7 +429,7 @@ def process_next(instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions
             instance.add_run_tags(run.run_id, {TAG_SUPERSEDED: "process"})
             first, last = run.tags[RANGE_START], run.tags[RANGE_END]
             extra = {TAG_REDECIDE: run.tags[TAG_REDECIDE]} if run.tags.get(TAG_REDECIDE) else None
-            _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True, extra=extra), out)
+            _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True, extra=extra), out, owner)
             return out, _message(stage, first, last, out)
     if facts.control == "paused":
         raise ControlError(f"job {job_id} is paused; resume it first")
@@ -411,7 +439,7 @@ def process_next(instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions
         return out, "runs in progress cover the remaining chunks" if busy else "nothing left to process"
     stage, todo = next(iter(work.items()))
     first, last = plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, _ordered(instance))[0]
-    _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True), out)
+    _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True), out, owner)
     return out, _message(stage, first, last, out)
 
 

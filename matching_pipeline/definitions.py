@@ -6,9 +6,11 @@ import os
 
 import dagster as dg
 
+from matching_pipeline.core.attributes import Vocabulary, use_vocabulary
 from matching_pipeline.defs.assets.ai import ai_matches
 from matching_pipeline.defs.assets.catalog import catalog
 from matching_pipeline.defs.assets.enhanced import enhanced_matches
+from matching_pipeline.defs.assets.evaluation import EvaluationResource, evaluation, precision_on_labels
 from matching_pipeline.defs.assets.summary import match_summary
 from matching_pipeline.defs.assets.web_search import web_search_matches
 from matching_pipeline.defs.jobs import catalog_job, stage_jobs
@@ -17,6 +19,7 @@ from matching_pipeline.defs.resources import CatalogResource, InboxResource, Res
 from matching_pipeline.defs.search_resource import SearchResource
 from matching_pipeline.defs.sensors import cascade_sensor, catalog_sensor, new_items_sensor
 from matching_pipeline.defs.schedules import schedules
+from matching_pipeline.defs.stages import without_pool
 from matching_pipeline.notifications import notification_sensors
 from matching_pipeline.settings import Settings
 
@@ -28,32 +31,55 @@ def _secret_or(name: str, default: str) -> str | dg.EnvVar:
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "results": ResultsDatabaseResource(url=_secret_or("MATCHING_DATABASE_URL", settings.database_url)),
+        "results": ResultsDatabaseResource(
+            url=_secret_or("MATCHING_DATABASE_URL", settings.database_url),
+            review_confidence=settings.review.confidence,
+            review_close_score=settings.review.close_score,
+        ),
         "catalog_source": CatalogResource(
             path=str(settings.catalog_path),
             encoding=settings.catalog_encoding,
             columns=",".join(f"{k}={v}" for k, v in settings.catalog_columns.items()),
             index_dir=str(settings.index_dir),
+            max_description_chars=settings.max_description_chars,
+            max_field_chars=settings.max_field_chars,
         ),
         "inbox": InboxResource(
             inbox_dir=str(settings.inbox_dir),
             data_dir=str(settings.data_dir),
             encoding=settings.items_encoding,
             columns=",".join(f"{k}={v}" for k, v in settings.item_columns.items()),
+            max_description_chars=settings.max_description_chars,
+            max_field_chars=settings.max_field_chars,
+            settle_seconds=settings.inbox_settle_seconds,
+            require_done=settings.inbox_require_done,
         ),
         "openai": OpenAIResource.from_env(),
         "search": SearchResource.from_env(),
+        "evaluation_config": EvaluationResource(
+            labels_dir=str(settings.labels_dir),
+            out_dir=str(settings.evaluation_dir),
+            target_precision=settings.target_precision,
+        ),
     }
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
+    # The attribute checks read one vocabulary; a user's additions join the packaged words here.
+    use_vocabulary(Vocabulary.load(settings.vocabulary_dir))
+    resources = build_resources(settings)
+    # A stage that can only skip (no model / no search provider) stays out of its pool: its runs
+    # send no requests, so they must not queue behind other runs for the slot (defs/stages.py).
+    ai = ai_matches if resources["openai"].configured else without_pool(ai_matches)
+    web = web_search_matches if resources["search"].configured else without_pool(web_search_matches)
     return dg.Definitions(
-        assets=[catalog, enhanced_matches, ai_matches, web_search_matches, match_summary],
+        assets=[catalog, enhanced_matches, ai, web, match_summary, evaluation],
+        asset_checks=[precision_on_labels],
         jobs=[catalog_job, *stage_jobs.values()],
         sensors=[new_items_sensor, cascade_sensor, catalog_sensor, *notification_sensors],
         schedules=schedules,
-        resources=build_resources(settings),
+        resources=resources,
     )
 
 

@@ -3,18 +3,59 @@
 Shared by the inbox sensor and the CLI so that both accept and refuse exactly the same files.
 A refused file is moved aside with a reason file beside it; an accepted one is archived. Nothing
 is deleted, so nothing is lost.
+
+The inbox takes a file only once it is complete, because a half-copied file stored as a batch is
+a silent loss that a re-send cannot repair (its ids are then taken). Three conventions, strongest
+first:
+
+- **atomic names**: a name that starts with ``.`` or ends with ``.tmp``, ``.part`` or ``.partial``
+  is never read; write under such a name and rename when done;
+- **markers**: when ``<name>.done`` exists beside ``<name>``, the file is complete and is taken at
+  once (the marker is removed once the file has moved); ``require_done`` makes markers mandatory;
+- **settling** (the fallback): a file without a marker is taken once its size and modification
+  time have stayed the same across sightings ``settle_seconds`` apart. The sightings are kept by
+  the caller between scans (the sensor's cursor), so the check uses this machine's clock, not
+  the file's mtime, which copies and network shares may set to anything. A writer that pauses
+  longer than the settle time can still be caught mid-file: use one of the conventions above.
+
+No file can jam the inbox: any exception while reading, validating or storing one file rejects
+that file (with the exception named in its reason file) and the scan goes on with the next. The
+one exception is a results database that does not answer at all: that is not the file's fault,
+so the file stays for the next scan.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from matching_pipeline.core.readers import ITEMS, SUPPORTED_SUFFIXES, InputError, Problem, content_hash, read_table
+import sqlalchemy as sa
+
+from matching_pipeline.core.readers import (
+    DEFAULT_LIMITS,
+    ITEMS,
+    SUPPORTED_SUFFIXES,
+    FieldLimits,
+    InputError,
+    Problem,
+    content_hash,
+    read_table,
+)
 from matching_pipeline.store import PROJECT_NAME, Batch, ResultsDatabase
+
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial")
+"""Names that say "still being written": never read until renamed."""
+
+DONE_SUFFIX = ".done"
+"""``<name>.done`` beside ``<name>`` says the file is complete."""
+
+MAX_NAME_BYTES = 255 - len(".reason.txt") - 8
+"""Longest archived name, leaving room for the reason file's suffix and a counter."""
 
 
 def ingest_file(
@@ -24,8 +65,13 @@ def ingest_file(
     *,
     encoding: str = "utf-8",
     columns: Mapping[str, str] | None = None,
+    limits: FieldLimits = DEFAULT_LIMITS,
 ) -> Batch:
-    """Validate ``path`` and store it as a batch of ``project`` (or return the batch it already is)."""
+    """Validate ``path`` and store it as a batch of ``project`` (or return the batch it already is).
+
+    Every problem with the file raises :class:`InputError`; errors of the results database
+    itself propagate unchanged, since they say nothing about the file.
+    """
     if not PROJECT_NAME.match(project):
         raise InputError(path, [Problem(f"project name {project!r} must be letters, digits, '-' or '_'")])
     try:
@@ -36,7 +82,7 @@ def ingest_file(
     existing = db.find_batch(project, digest)
     if existing:
         return existing
-    frame = read_table(path, ITEMS, columns=columns, encoding=encoding, data=data)
+    frame = read_table(path, ITEMS, columns=columns, encoding=encoding, data=data, limits=limits)
     try:
         return db.add_batch(project, path.name, digest, frame)
     except ValueError as exc:
@@ -50,6 +96,51 @@ class InboxOutcome:
     batch: Batch | None = None
     error: str | None = None
     moved_to: Path | None = None
+    note: str | None = None
+    """Something the operator should know that is not a rejection (e.g. the archive move failed)."""
+
+    @property
+    def deferred(self) -> bool:
+        """Neither stored nor rejected: the file stays in the inbox for a later scan."""
+        return self.batch is None and self.error is None
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A file's size and mtime as last seen, and since when (this machine's clock) they held."""
+
+    size: int
+    mtime_ns: int
+    since: float
+
+
+@dataclass
+class InboxScan:
+    """What one scan did, and the sightings to hand to the next scan."""
+
+    outcomes: list[InboxOutcome] = field(default_factory=list)
+    seen: dict[str, Sighting] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)
+    """Files left for a later scan: not settled yet, or no ``.done`` marker when one is required."""
+
+    def cursor(self) -> str:
+        """The sightings as a sensor cursor."""
+        return json.dumps({"seen": {k: [s.size, s.mtime_ns, s.since] for k, s in sorted(self.seen.items())}})
+
+
+def sightings_from_cursor(cursor: str | None) -> dict[str, Sighting]:
+    """The sightings an earlier scan left in a sensor cursor; none from a missing or foreign one."""
+    try:
+        raw = json.loads(cursor or "{}").get("seen", {})
+        return {str(k): Sighting(int(v[0]), int(v[1]), float(v[2])) for k, v in raw.items()}
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return {}  # an old or hand-edited cursor: files just settle once more
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether a name says the file is still being written (or is a marker, not data)."""
+    lowered = name.lower()
+    return name.startswith(".") or lowered.endswith(PARTIAL_SUFFIXES) or lowered.endswith(DONE_SUFFIX)
 
 
 def scan_inbox(
@@ -59,44 +150,137 @@ def scan_inbox(
     *,
     encoding: str = "utf-8",
     columns: Mapping[str, str] | None = None,
+    limits: FieldLimits = DEFAULT_LIMITS,
+    settle_seconds: float = 5.0,
+    require_done: bool = False,
+    seen: Mapping[str, Sighting] | None = None,
     limit: int = 50,
-) -> list[InboxOutcome]:
-    """Ingest up to ``limit`` files from ``inbox/<project>/``, oldest first.
+    now: float | None = None,
+) -> InboxScan:
+    """Ingest up to ``limit`` complete files from ``inbox/<project>/``, oldest first.
 
-    Files still being written are left for the next scan: a file counts once its size has not
-    changed for two seconds.
+    ``seen`` is what the previous scan returned in :attr:`InboxScan.seen`; without it every file
+    without a marker counts as first seen now (so, with a settle time, it waits for the next scan).
     """
-    outcomes: list[InboxOutcome] = []
-    now = datetime.now(UTC).timestamp()
-    candidates = sorted(
-        (p for p in inbox.glob("*/*") if p.is_file() and not p.name.startswith(".")),
-        key=lambda p: p.stat().st_mtime,
-    )
-    for path in candidates[:limit]:
-        if now - path.stat().st_mtime < 2:
+    now = time.time() if now is None else now
+    previous = dict(seen or {})
+    scan = InboxScan()
+    ready: list[tuple[int, str, Path, Path]] = []
+    sightings: dict[str, Sighting] = {}
+    for path in inbox.glob("*/*"):
+        if is_partial_name(path.name):
             continue
-        project = path.parent.name
         try:
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                raise InputError(path, [Problem(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")])
-            batch = ingest_file(db, path, project, encoding=encoding, columns=columns)
-        except InputError as exc:
-            moved = _move(path, data_dir / "rejected" / project, reason=str(exc))
-            outcomes.append(InboxOutcome(path, project, error=str(exc), moved_to=moved))
+            stat = path.stat()
+            if not path.is_file():
+                continue
+            marker = path.with_name(path.name + DONE_SUFFIX)
+            has_marker = marker.is_file()
+        except OSError:
+            continue  # vanished (renamed, moved away) between listing and looking
+        key = f"{path.parent.name}/{path.name}"
+        if has_marker:
+            ready.append((stat.st_mtime_ns, key, path, marker))
             continue
-        label = batch.label if batch.is_new else f"{batch.label}.duplicate"
+        if require_done:
+            scan.waiting.append(key)
+            continue
+        before = previous.get(key)
+        unchanged = before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        sightings[key] = before if unchanged else Sighting(stat.st_size, stat.st_mtime_ns, now)
+        if now - sightings[key].since >= settle_seconds:
+            ready.append((stat.st_mtime_ns, key, path, marker))
+        else:
+            scan.waiting.append(key)
+
+    ready.sort(key=lambda entry: entry[0])
+    taken: set[str] = set()
+    for _, key, path, marker in ready[:limit]:
+        outcome = _take(db, path, data_dir, encoding=encoding, columns=columns, limits=limits)
+        if outcome is None:
+            continue
+        scan.outcomes.append(outcome)
+        if outcome.deferred:
+            break  # the results database is down: every other file would fail the same way
+        taken.add(key)
+        if outcome.moved_to is not None:
+            marker.unlink(missing_ok=True)
+    # Files not taken keep their sighting, so a settled file over this scan's budget is not
+    # made to settle again.
+    scan.seen = {key: sighting for key, sighting in sightings.items() if key not in taken}
+    return scan
+
+
+def _take(
+    db: ResultsDatabase,
+    path: Path,
+    data_dir: Path,
+    *,
+    encoding: str,
+    columns: Mapping[str, str] | None,
+    limits: FieldLimits,
+) -> InboxOutcome | None:
+    """Ingest one complete file and move it to processed/ or rejected/; never raises."""
+    project = path.parent.name
+    try:
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise InputError(path, [Problem(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")])
+        batch = ingest_file(db, path, project, encoding=encoding, columns=columns, limits=limits)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, it must not stop the other files
+        if not path.exists():
+            return None  # taken away while we read it: nothing to reject, nothing lost
+        if not isinstance(exc, InputError) and isinstance(exc, sa.exc.SQLAlchemyError) and not _answers(db):
+            return InboxOutcome(path, project, note=f"left in the inbox: the results database is unavailable ({type(exc).__name__})")
+        reason = str(exc) if isinstance(exc, InputError) else str(
+            InputError(path, [Problem(f"could not be stored ({type(exc).__name__}: {_one_line(exc)})")])
+        )
+        try:
+            moved = _move(path, data_dir / "rejected" / project, reason=reason)
+        except OSError as move_error:
+            return InboxOutcome(path, project, error=reason, note=f"could not be moved aside: {move_error}")
+        return InboxOutcome(path, project, error=reason, moved_to=moved)
+    label = batch.label if batch.is_new else f"{batch.label}.duplicate"
+    try:
         moved = _move(path, data_dir / "processed" / project, prefix=label)
-        outcomes.append(InboxOutcome(path, project, batch=batch, moved_to=moved))
-    return outcomes
+    except OSError as move_error:  # stored all the same; the next scan sees a duplicate and moves it
+        return InboxOutcome(path, project, batch=batch, note=f"stored, but could not be archived: {move_error}")
+    return InboxOutcome(path, project, batch=batch, moved_to=moved)
+
+
+def _answers(db: ResultsDatabase) -> bool:
+    """Whether the results database answers a trivial query right now."""
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not answering"
+        return False
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _archived_name(prefix: str, name: str) -> str:
+    """``<prefix>-<name>``, shortened in the middle of the stem if the filesystem would refuse it."""
+    full = f"{prefix}-{name}"
+    if len(full.encode("utf-8")) <= MAX_NAME_BYTES:
+        return full
+    suffix = Path(name).suffix if len(Path(name).suffix) <= 16 else ""
+    stem = full[: len(full) - len(suffix)]
+    while len((stem + "~" + suffix).encode("utf-8")) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem + "~" + suffix
 
 
 def _move(path: Path, folder: Path, *, reason: str | None = None, prefix: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = folder / f"{prefix or stamp}-{path.name}"
+    target = folder / _archived_name(prefix or stamp, path.name)
     counter = 1
     while target.exists():
-        target = folder / f"{prefix or stamp}-{counter}-{path.name}"
+        target = folder / _archived_name(f"{prefix or stamp}-{counter}", path.name)
         counter += 1
     shutil.move(str(path), target)
     if reason is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from matching_pipeline.exports import write_csv
 from matching_pipeline.store import ResultsDatabase
 
 EXPORT_COLUMNS = ["item_id", "catalog_id", "stage", "method", "confidence", "error", "description", "part_number", "manufacturer", "gtin"]
@@ -19,8 +20,7 @@ def export_results(db: ResultsDatabase, project: str, path: Path, *, batch_id: i
     else:
         extra = pd.DataFrame(frame.pop("extra").tolist(), index=frame.index)
         frame = pd.concat([frame[EXPORT_COLUMNS], extra.drop(columns=[c for c in extra.columns if c in EXPORT_COLUMNS])], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    write_csv(frame, path)  # formula-like text cells neutralised (see exports.py)
     return frame
 
 
@@ -34,4 +34,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {stage:<11} {entry['matched']:>6} matched ({entry['match_rate']:.1%})  [{methods}]")
     for stage, note in summary.get("notes", {}).items():
         lines.append(f"  {stage}: {note}")
+    if summary.get("open_reviews"):
+        lines.append(
+            f"  {summary['open_reviews']} decisions to review: "
+            f"matching-pipeline review export --project {summary['project']} --out review.csv"
+        )
     return "\n".join(lines)

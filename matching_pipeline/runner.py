@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
+from matching_pipeline.faults import connection_fault
+from matching_pipeline.pools import LIVE_STATUSES, free_slots, hold_pool_slot, process_tags
+from matching_pipeline.settings import pool_wait_timeout_seconds
 from matching_pipeline.store import Batch
 
 
@@ -49,11 +52,70 @@ event is still stored in the instance and shown in the UI."""
 
 def materialize_catalog(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def("catalog_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False
+        instance=instance, run_config=QUIET, raise_on_error=False, tags=process_tags()  # reaped if this process dies
     )
     if not result.success:
         raise RuntimeError(f"catalog run {result.run_id} failed: {_first_error(result)}")
     return result
+
+
+def execute_stage_run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    stage: str,
+    tags: Mapping[str, str],
+    *,
+    owner: str = "cli",
+    run_config: Mapping[str, object] | None = None,
+    say: Callable[[str], None] = print,
+) -> dg.ExecuteInProcessResult:
+    """Execute one run of ``stage`` in this process: the one way runs are executed in process.
+
+    The run is tagged with this process (``pools.process_tags``) so that, should the process
+    die, the next one can tell and fail the run; its pool slot is claimed here first, with a
+    visible, bounded, sleeping wait (see ``pools.py`` for why not inside Dagster), and freed
+    however the run ends. When the run cannot even be recorded (a storage fault), it is marked
+    failed on the way out if the storage allows, so it is never left NOT_STARTED or STARTED.
+    """
+    spec = STAGE_SPECS[stage]
+    job = defs.resolve_job_def(spec.job_name)
+    step = defs.resolve_assets_def(spec.asset_name).op
+    run_id = str(uuid.uuid4())
+    claimed = bool(step.pool) and hold_pool_slot(
+        instance, step.pool, run_id, step.name, timeout_s=pool_wait_timeout_seconds(), say=lambda text: say(f"[{stage}] {text}")
+    )
+    try:
+        return job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            tags={**tags, **process_tags(owner)},
+            run_config=QUIET if run_config is None else run_config,
+            raise_on_error=False,
+        )
+    except BaseException as exc:
+        _fail_unfinished(instance, run_id, connection_fault(exc) or f"interrupted: {type(exc).__name__}")
+        raise
+    finally:
+        if claimed:
+            _quietly(lambda: free_slots(instance, run_id))
+
+
+def _fail_unfinished(instance: dg.DagsterInstance, run_id: str, cause: str) -> None:
+    """Best effort, once: with the storage down each call already retries for seconds, and the
+    next process reaps the run anyway (``pools.reap_dead_runs``: its process is gone by then)."""
+    try:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in LIVE_STATUSES:
+            instance.report_run_failed(run, message=cause)
+    except Exception:
+        pass
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:  # storage gone: the daemon's free_slots_after_run_end_seconds or the next reaper frees it
+        pass
 
 
 def run_stage(
@@ -65,20 +127,17 @@ def run_stage(
     job_id: str,
     stages: Sequence[str],
     on_run: Callable[[RunOutcome], None] | None = None,
+    say: Callable[[str], None] = print,
 ) -> list[RunOutcome]:
     """Materialise ``stage`` for ``keys`` in runs of at most the stage's chunks-per-run."""
     spec = STAGE_SPECS[stage]
-    job = defs.resolve_job_def(spec.job_name)
     position = {key: i for i, key in enumerate(keys)}
     outcomes = []
     ordered = instance.get_dynamic_partitions(chunk_partitions.name)
     for first, last in plan_runs(keys, spec.chunks_per_run, ordered):
         began = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            tags=run_tags(first, last, job_id=job_id, stages=stages),
-            run_config=QUIET,
-            raise_on_error=False,
+        result = execute_stage_run(
+            defs, instance, stage, run_tags(first, last, job_id=job_id, stages=stages), say=say
         )
         outcome = RunOutcome(
             stage=stage,
@@ -106,5 +165,6 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
             # the exception itself is what the user needs to read.
             while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
                 error = error.cause
-            return error.message.strip()
+            # One line: a database driver's message runs on with SQL and links.
+            return next((line.strip() for line in error.message.splitlines() if line.strip()), error.cls_name)
     return "run failed"

@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matching_pipeline.core.readers import FieldLimits
+from matching_pipeline.core.review import ReviewSettings
+
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
 
@@ -42,6 +45,36 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def review_settings_from_env() -> ReviewSettings:
+    """``MATCHING_REVIEW_CONFIDENCE`` and ``MATCHING_REVIEW_CLOSE_SCORE`` (see ``core/review.py``)."""
+    defaults = ReviewSettings()
+    return ReviewSettings(
+        confidence=_env_float("MATCHING_REVIEW_CONFIDENCE", defaults.confidence),
+        close_score=_env_float("MATCHING_REVIEW_CLOSE_SCORE", defaults.close_score),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where data lives and how inputs are read; see the README's settings table."""
@@ -54,6 +87,26 @@ class Settings:
     catalog_columns: dict[str, str] = field(default_factory=dict)
     items_encoding: str = "utf-8"
     item_columns: dict[str, str] = field(default_factory=dict)
+    max_description_chars: int = 10_000
+    """Longest description (extra, non-contract column, column name) accepted in an item or catalog file."""
+    max_field_chars: int = 1_000
+    """Longest id, part number, manufacturer or GTIN accepted."""
+    inbox_settle_seconds: float = 5.0
+    """An inbox file without a ``.done`` marker is taken once unchanged for this long."""
+    inbox_require_done: bool = False
+    """Take only inbox files whose ``<name>.done`` marker exists."""
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+    """What enters the review queue; applied as each stage writes its results."""
+    vocabulary_dir: Path | None = None
+    """Extra vocabulary files (colours, editions, makers...) added to the packaged ones
+    (``MATCHING_VOCABULARY_DIR``; see ``core/vocabulary/README.md``)."""
+    target_precision: float = 0.99
+    """Precision on the user's labels below which the evaluation check warns, and the default
+    target of ``evaluate``'s threshold suggestion (``MATCHING_TARGET_PRECISION``)."""
+
+    @property
+    def field_limits(self) -> FieldLimits:
+        return FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
 
     @property
     def rejected_dir(self) -> Path:
@@ -66,6 +119,16 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "catalog_index"
+
+    @property
+    def labels_dir(self) -> Path:
+        """``<project>.csv`` here holds a project's labels for the evaluation asset."""
+        return self.data_dir / "labels"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """``<project>/evaluation.json`` and its chart, written by ``evaluate`` and the asset."""
+        return self.data_dir / "evaluation"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,7 +144,23 @@ class Settings:
             catalog_columns=parse_column_map(os.environ.get("MATCHING_CATALOG_COLUMNS")),
             items_encoding=os.environ.get("MATCHING_ITEMS_ENCODING") or "utf-8",
             item_columns=parse_column_map(os.environ.get("MATCHING_ITEM_COLUMNS")),
+            max_description_chars=_env_int("MATCHING_MAX_DESCRIPTION_CHARS", 10_000),
+            max_field_chars=_env_int("MATCHING_MAX_FIELD_CHARS", 1_000),
+            inbox_settle_seconds=_env_float("MATCHING_INBOX_SETTLE_SECONDS", 5.0),
+            inbox_require_done=_env_flag("MATCHING_INBOX_REQUIRE_DONE", False),
+            review=review_settings_from_env(),
+            target_precision=_target_precision_from_env(),
+            vocabulary_dir=Path(os.environ["MATCHING_VOCABULARY_DIR"]).resolve()
+            if os.environ.get("MATCHING_VOCABULARY_DIR")
+            else None,
         )
+
+
+def _target_precision_from_env() -> float:
+    value = _env_float("MATCHING_TARGET_PRECISION", 0.99)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"MATCHING_TARGET_PRECISION must be in (0, 1], got {value}")
+    return value
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -91,3 +170,18 @@ def default_database_url(data_dir: Path) -> str:
 def chunks_per_run(stage: str, default: int) -> int:
     """How many ten-item chunks one run of ``stage`` covers (``MATCHING_CHUNKS_PER_RUN_<STAGE>``)."""
     return _env_int(f"MATCHING_CHUNKS_PER_RUN_{stage.upper()}", default)
+
+
+def pool_wait_timeout_seconds() -> int:
+    """How long a run executed in process waits for a busy pool slot (``MATCHING_POOL_WAIT_TIMEOUT_SECONDS``)."""
+    return _env_int("MATCHING_POOL_WAIT_TIMEOUT_SECONDS", 3600)
+
+
+def chunk_time_budget_seconds() -> float:
+    """The most one chunk may take to be decided (``MATCHING_CHUNK_TIME_BUDGET_SECONDS``; 0 = no limit)."""
+    return _env_float("MATCHING_CHUNK_TIME_BUDGET_SECONDS", 300.0)
+
+
+def db_retry_seconds() -> float:
+    """How long a safe database operation retries a lost connection (``MATCHING_DB_RETRY_SECONDS``)."""
+    return _env_float("MATCHING_DB_RETRY_SECONDS", 30.0)

@@ -36,11 +36,11 @@ class Gate:
         self.release = threading.Event()
         original = stages_module.pending_items
 
-        def gated(db, which, keys, frame):
+        def gated(db, which, keys, frame, **options):
             if which == stage:
                 self.entered.set()
                 assert self.release.wait(60), "gate never released"
-            return original(db, which, keys, frame)
+            return original(db, which, keys, frame, **options)
 
         monkeypatch.setattr(stages_module, "pending_items", gated)
 

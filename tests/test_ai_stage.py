@@ -23,7 +23,7 @@ from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 from matching_pipeline.store import ResultsDatabase
-from tests.servers.openai_server import FakeOpenAI, synthetic_workload
+from tests.servers.openai_server import FakeOpenAI, answer_enums, synthetic_workload
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,8 +68,7 @@ def test_picks_the_right_candidate_with_a_schema_per_request(server, stage, shap
         schema = body["response_format"]["json_schema"]
         assert body["response_format"]["type"] == "json_schema" and schema["strict"] is True
         assert body["model"] == "test-model" and body["temperature"] == 0 and body["max_completion_tokens"] > 0
-        for prop in schema["schema"]["properties"].values():
-            assert prop["properties"]["choice"]["enum"] == ["c1", "c2", "c3", "c4", "c5", "none"]
+        assert set(map(tuple, answer_enums(body).values())) == {("c1", "c2", "c3", "c4", "c5", "none")}
     sizes = sorted(len(b["response_format"]["json_schema"]["schema"]["required"]) for b in server.bodies())
     assert sizes == ([1] * 12 if shape == "item" else [2, 10])
 
@@ -80,11 +79,38 @@ def test_picks_the_right_candidate_with_a_schema_per_request(server, stage, shap
     assert 0 < meta["latency_p50_s"] <= meta["latency_p95_s"] and meta["cache_hits"] == 0 and "note" not in meta
 
 
+def test_chunk_mode_packs_ten_items_per_request_across_chunks_and_counts_each_request_once(server, stage) -> None:
+    items, earlier, truth = synthetic_workload(30)
+    left = items.iloc[::3]  # the enhanced stage matched most of each chunk: 4, 3 and 3 left
+    logic = stage(items_per_request="chunk")
+    decisions = logic.decide(left, earlier)
+    assert [d.catalog_id for d in decisions] == [truth[i] for i in left["item_id"]]
+    (body,) = server.bodies()  # one request for the three chunks' ten leftovers
+    assert len(answer_enums(body)) == 10
+
+    per_chunk = [
+        logic.chunk_metadata([d for d, key in zip(decisions, left["chunk_key"]) if key == chunk])
+        for chunk in left["chunk_key"].unique()
+    ]
+    assert [m["requests"] for m in per_chunk] == [1, 0, 0]  # filed under its first item's chunk
+    assert [m["prompt_tokens"] > 0 for m in per_chunk] == [True, False, False]
+
+
 def test_top_k_limits_the_candidates_shown(server, stage) -> None:
     items, earlier, _ = synthetic_workload(1, k=10)
     stage(top_k=3, items_per_request="item").decide(items, earlier)
     (body,) = server.bodies()
-    assert body["response_format"]["json_schema"]["schema"]["properties"]["i1"]["properties"]["choice"]["enum"] == ["c1", "c2", "c3", "none"]
+    assert answer_enums(body) == {"i1": ["c1", "c2", "c3", "none"]}
+
+
+def test_only_candidates_within_the_score_band_are_shown(server, stage) -> None:
+    items, earlier, truth = synthetic_workload(1, k=10)
+    for rank, candidate in enumerate(earlier["it-0"].candidates):
+        candidate.score = 0.9 - 0.09 * rank  # the true entry is first; from the sixth on, > 0.4 behind
+    (decision,) = stage(score_band=0.4).decide(items, earlier)
+    (body,) = server.bodies()
+    assert answer_enums(body) == {"i1": ["c1", "c2", "c3", "c4", "c5", "none"]}
+    assert decision.catalog_id == truth["it-0"] and len(decision.candidates) == 5  # what was shown is kept
 
 
 def test_429_waits_for_retry_after_then_succeeds(server, stage) -> None:

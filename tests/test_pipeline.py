@@ -27,13 +27,17 @@ SAMPLE_ITEMS = pd.read_csv(SAMPLE_DIR / "items.csv", dtype=str, keep_default_na=
 
 
 def drop(settings: Settings, project: str, name: str, content: str | bytes, *, age: float = 10) -> Path:
-    """Put a file in the inbox as an upload that finished ``age`` seconds ago."""
+    """Put a file in the inbox as an upload that finished ``age`` seconds ago and said so with a
+    ``.done`` marker (taken at the next tick); ``age=0``: still being written, no marker. The
+    settle-time fallback for files without markers is tested in ``test_bad_files.py``."""
     folder = settings.inbox_dir / project
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     past = time.time() - age
     os.utime(path, (past, past))
+    if age > 0:
+        (folder / f"{name}.done").touch()
     return path
 
 
@@ -211,7 +215,7 @@ def test_cascade_sensor_starts_the_next_stage_on_the_same_chunks(settings, defs,
         sensor_name="cascade_sensor", dagster_instance=instance, dagster_run=run,
         dagster_event=next(iter(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS))).dagster_event,
     )
-    request = cascade_sensor(context)
+    (request,) = cascade_sensor(context)
     assert isinstance(request, dg.RunRequest) and request.job_name == "ai_job"
     assert request.tags[RANGE_START] == batch.chunk_keys[0] and request.tags[RANGE_END] == batch.chunk_keys[-1]
     assert request.tags[TAG_JOB] == "j9" and request.tags[TAG_STAGES] == "enhanced,ai,web_search"
@@ -262,7 +266,7 @@ def test_cascade_carries_a_redecide_through_the_plan_and_stops_for_a_paused_job(
         return cascade_sensor(dg.build_run_status_sensor_context(
             sensor_name="cascade_sensor", dagster_instance=instance, dagster_run=run, dagster_event=event))
 
-    request = evaluate(ai.run_id)
+    (request,) = evaluate(ai.run_id)
     assert isinstance(request, dg.RunRequest) and request.job_name == "web_search_job"
     assert request.tags[TAG_REDECIDE] == "failed" and request.tags[TAG_PLAN] == "enhanced,ai,web_search"
     assert request.tags[TAG_STAGES] == "enhanced,ai,web_search" and request.tags[TAG_JOB] == "j-re"

@@ -35,9 +35,17 @@ from matching_pipeline.defs.search_resource import SearchResource
 from matching_pipeline.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import Settings
 from matching_pipeline.store import ResultsDatabase
-from tests.core.test_web_evidence import CATALOG_ROWS, INJECTION, TV, TV_PAGE
+from tests.core.test_web_evidence import (
+    CATALOG_ROWS,
+    INJECTION,
+    NEAR_MISS_ROWS,
+    SIZELESS_PAGES,
+    SIZELESS_TV,
+    TV,
+    TV_PAGE,
+)
 from tests.servers.openai_server import FakeOpenAI
-from tests.servers.search_server import BRAVE_KEY, FakeSearch
+from tests.servers.search_server import BRAVE_KEY, FakeSearch, NearMissWeb
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +53,11 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def index() -> CatalogIndex:
     return CatalogIndex.build(pd.DataFrame(CATALOG_ROWS), version="test")
+
+
+@pytest.fixture(scope="module")
+def near_index() -> CatalogIndex:
+    return CatalogIndex.build(pd.DataFrame(NEAR_MISS_ROWS), version="near")
 
 
 @pytest.fixture
@@ -261,6 +274,64 @@ def test_unconfigured_stage_skips_with_a_note(db: ResultsDatabase) -> None:
     assert "no search provider is configured" in stage.chunk_metadata([decision])["note"]
 
 
+# -- results full of near misses --------------------------------------------------------------
+
+NEAR_MISS_TRUTH = {
+    "Garmin Canvas Deluxe Carry Case - 010-10231-01": "G1",
+    "Garmin nuvi 660 GPS - 010-00538-01": "G3",
+    "Nikon Coolpix S550 Digital Camera - Cool Blue": "N1",
+    "PlayStation 2 DVD Remote": "S2",
+}
+"""What the near-miss search engine knows: the right product of each item's description."""
+
+
+def near_miss_items() -> list[dict[str, str]]:
+    makers = {"G": "Garmin", "N": "Nikon", "S": "Sony"}
+    return [
+        {"item_id": f"n{i}", "description": text, "manufacturer": makers[entry[0]]}
+        for i, (text, entry) in enumerate(NEAR_MISS_TRUTH.items())
+    ]
+
+
+def test_near_miss_server_answers_like_a_search_engine() -> None:
+    web = NearMissWeb(pd.DataFrame(NEAR_MISS_ROWS), NEAR_MISS_TRUTH)
+    firsts = []
+    for text, entry in NEAR_MISS_TRUTH.items():
+        results = web(f"Maker {text}")
+        true_page = web.page(web.products[web.position[entry]])
+        assert true_page in results and len(results) >= 4
+        firsts.append(results[0] == true_page)
+        maker = next(str(row["manufacturer"]) for row in NEAR_MISS_ROWS if row["catalog_id"] == entry)
+        assert sum(maker in r["title"] for r in results) >= 3  # near misses of the same maker
+        for row in NEAR_MISS_ROWS:  # a search engine knows pages, not catalog ids
+            assert not any(re.search(rf"\b{row['catalog_id']}\b", v) for r in results for v in r.values())
+    assert not all(firsts)
+    assert web("an unknown product") == []
+
+
+def test_near_misses_of_the_same_maker_are_not_matched(fake: FakeSearch, db: ResultsDatabase, near_index: CatalogIndex) -> None:
+    """Through the real client: every result list mixes the right page with the maker's other
+    products, an accessory and a variant. Items stating a code are matched to the right entry;
+    the one known by words alone is left for a model, never given a near miss."""
+    fake.responder = NearMissWeb(pd.DataFrame(NEAR_MISS_ROWS), NEAR_MISS_TRUTH)
+    decisions = {d.item_id: d for d in decide(WebSearchStage(searxng(fake, results_per_query=10), db, near_index), *near_miss_items())}
+    assert {i: d.catalog_id for i, d in decisions.items()} == {"n0": "G1", "n1": "G3", "n2": "N1", "n3": None}
+    assert decisions["n3"].evidence["outcome"] == "unconfirmed"
+    assert decisions["n3"].candidates[0].catalog_id == "S2"  # the close candidate a reviewer sees
+    reasons = [c["reason"] for d in decisions.values() for c in d.evidence.get("contradicting_results", [])]
+    assert any(r.startswith("part number") for r in reasons) and any(r.startswith("platform") for r in reasons)
+    assert fake.count == len(NEAR_MISS_TRUTH)
+
+
+def test_without_the_right_page_near_misses_are_still_not_matched(fake: FakeSearch, db: ResultsDatabase, near_index: CatalogIndex) -> None:
+    fake.responder = NearMissWeb(pd.DataFrame(NEAR_MISS_ROWS), NEAR_MISS_TRUTH, true_page_rate=0.0)
+    decisions = decide(WebSearchStage(searxng(fake, results_per_query=10), db, near_index), *near_miss_items())
+    truth = dict(zip([d.item_id for d in decisions], NEAR_MISS_TRUTH.values(), strict=True))
+    assert all(d.catalog_id in (None, truth[d.item_id]) for d in decisions)
+    # Part numbers name one product each: with its page missing, nothing else will do.
+    assert [d.catalog_id for d in decisions[:2]] == [None, None]
+
+
 # -- the real Dagster assets over several chunks ----------------------------------------------
 
 VAGUE = {
@@ -397,33 +468,46 @@ def pick(word: str) -> Callable[[dict[str, Any], list[dict[str, Any]]], str]:
 
 
 def test_a_model_resolves_ambiguous_evidence_among_supported_entries(fake: FakeSearch, db: ResultsDatabase, index: CatalogIndex) -> None:
-    rival = {"title": "Sony Bravia KDL-46V4100", "url": "https://shop.example.com/tv/kdl-46v4100", "snippet": "Sony 40 inch Bravia LCD television alternative"}
-    fake.results["Sony SNY-TV40-B"] = [page(TV_PAGE), rival]
+    fake.results["Sony SNY-TV-B"] = [page(r) for r in SIZELESS_PAGES]
     with FakeOpenAI(oracle=pick("40in")) as model, ChatSession((openai := OpenAIResource(base_url=model.url)).chat_settings()) as session:
-        [decision] = decide(WebSearchStage(searxng(fake), db, index, openai=openai, session=session), TV)
+        [decision] = decide(WebSearchStage(searxng(fake), db, index, openai=openai, session=session), SIZELESS_TV)
         assert (decision.catalog_id, decision.method) == ("C1", "web")
         assert decision.evidence["rule"] == "web_model_confirmed" and decision.confidence <= 0.8
-        assert decision.evidence["url"] == TV_PAGE.url
+        assert decision.evidence["url"] == SIZELESS_PAGES[0].url
         [request] = model.bodies()
         document = request["messages"][-1]["content"]
         assert "web_results" in document and "KDL-46V4100" in document
         assert "C4" not in document and "Belkin" not in document  # only web-supported entries are offered
         # The answer is cached: a re-run asks neither the search engine nor the model.
         stage = WebSearchStage(searxng(fake), db, index, openai=openai, session=session)
-        assert decide(stage, TV)[0].catalog_id == "C1"
+        assert decide(stage, SIZELESS_TV)[0].catalog_id == "C1"
         assert model.count == 1 and fake.count == 1
         assert stage.chunk_metadata([decision])["model_confirmations"] == 1
 
 
-def test_a_model_talked_round_by_a_snippet_still_cannot_match_what_the_catalog_does_not_support(
+def test_a_model_talked_round_by_a_snippet_is_never_offered_what_the_evidence_refused(
     fake: FakeSearch, db: ResultsDatabase, index: CatalogIndex
 ) -> None:
     item = {"item_id": "i-x", "description": "Sony 40 inch Bravia LCD television"}
     hostile = {"title": "Sony 40 inch Bravia LCD television", "url": "https://evil.example/offer", "snippet": INJECTION}
     fake.results[item["description"]] = [page(TV_PAGE), hostile]
     with FakeOpenAI(oracle=pick("Belkin")) as model, ChatSession((openai := OpenAIResource(base_url=model.url)).chat_settings()) as session:
-        # A model that obeys the injection.
+        # A model that obeys the injection: it wants the Belkin entry, which is not among its candidates.
         [decision] = decide(WebSearchStage(searxng(fake), db, index, openai=openai, session=session), item)
+        [request] = model.bodies()
+    document = request["messages"][-1]["content"]
+    assert "Belkin" not in document and "F2N028B10" not in document and "evil.example" not in document
     assert decision.catalog_id is None
-    assert decision.evidence["model"]["choice"] == "C4"
-    assert "corroborated" in decision.evidence["rejected"]
+    assert decision.evidence["outcome"] == "unconfirmed" and decision.evidence["model"]["choice"] is None
+    assert "corroborated" in decision.evidence["refused"]["C4"]
+
+
+def test_words_only_evidence_is_matched_only_when_a_model_confirms_it(fake: FakeSearch, db: ResultsDatabase, index: CatalogIndex) -> None:
+    item = {"item_id": "i-w", "description": "Sony 40 inch Bravia LCD television"}
+    fake.results[item["description"]] = [page(TV_PAGE)]  # shares the item's words, states none of its codes
+    [alone] = decide(WebSearchStage(searxng(fake), db, index), item)
+    assert alone.catalog_id is None and alone.evidence["outcome"] == "unconfirmed"
+    assert [c.catalog_id for c in alone.candidates][:1] == ["C1"]  # left for a reviewer as the close candidate
+    with FakeOpenAI(oracle=pick("Bravia")) as model, ChatSession((openai := OpenAIResource(base_url=model.url)).chat_settings()) as session:
+        [confirmed] = decide(WebSearchStage(searxng(fake), db, index, openai=openai, session=session), item)
+    assert (confirmed.catalog_id, confirmed.evidence["rule"]) == ("C1", "web_model_confirmed")

@@ -57,11 +57,11 @@ _VERSION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _EDITION_PHRASE = re.compile(r"\b([a-z]+)(?:'s)?\s+edition\b")
 """"Collector's Edition", "Anniversary Edition": any word before "edition" names one."""
 
-_PACK_WORDS = {"single": 1, "twin": 2, "double": 2, "dual": 2, "triple": 3}
+_PACK_WORDS = {"single": 1, "twin": 2, "double": 2, "dual": 2, "triple": 3, "two": 2, "three": 3, "four": 4, "six": 6}
 _QUANTITY_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\b(?:pack|set|case|box|bag|lot)\s+of\s+(\d+)\b"),
     re.compile(r"\b(\d+)\s?-?\s?(?:pack|pk|pcs|count|ct)\b"),
-    re.compile(r"\b(single|twin|double|dual|triple)[\s-]?pack\b"),
+    re.compile(r"\b(single|twin|double|dual|triple|two|three|four|six)[\s-]?pack\b"),
 )
 # "x12" only as a lowercase word of its own: "X50", "LCS-X20" and "4'x6'" are models and sizes.
 _TIMES_QUANTITY = re.compile(r"(?:^|(?<=[\s(]))x\s?(\d{1,3})(?=$|[\s),])")

@@ -12,6 +12,13 @@ from typing import Any
 STAGES: tuple[str, ...] = ("enhanced", "ai", "web_search")
 """The cascade, in order. Each stage decides only what the ones before it left unmatched."""
 
+HUMAN_STAGE = "human"
+"""A person's decision from the review queue: stored as a stage of its own, ranked above every
+stage of the cascade, and never written, replaced or deleted by a stage run."""
+
+RESULT_STAGES: tuple[str, ...] = (*STAGES, HUMAN_STAGE)
+"""Every stage a result row can have, in rank order: the latest one present is an item's answer."""
+
 ITEM_FIELDS: tuple[str, ...] = ("item_id", "description", "part_number", "manufacturer", "gtin")
 CATALOG_FIELDS: tuple[str, ...] = ("catalog_id", "description", "part_number", "manufacturer", "gtin")
 REQUIRED_ITEM_FIELDS: tuple[str, ...] = ("item_id", "description")

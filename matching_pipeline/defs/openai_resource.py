@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from matching_pipeline.clients.openai_chat import ChatSession, ChatSettings
+from matching_pipeline.core.llm import DEFAULT_SCORE_BAND
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -29,6 +30,7 @@ ENV_SETTINGS: dict[str, str] = {
     "MATCHING_AI_TOKENS_PER_MINUTE": "tokens_per_minute",
     "MATCHING_AI_ITEMS_PER_REQUEST": "items_per_request",
     "MATCHING_AI_TOP_K": "top_k",
+    "MATCHING_AI_SCORE_BAND": "score_band",
     "MATCHING_AI_PRICE_INPUT_PER_1M": "price_input_per_1m",
     "MATCHING_AI_PRICE_OUTPUT_PER_1M": "price_output_per_1m",
     "MATCHING_AI_REFRESH_CACHE": "refresh_cache",
@@ -54,9 +56,14 @@ class OpenAIResource(dg.ConfigurableResource):
     requests_per_minute: float = 500.0
     tokens_per_minute: float = 200_000.0
     items_per_request: Literal["item", "chunk"] = "chunk"
-    """``chunk``: one request per ten-item chunk (a tenth of the requests, 35% fewer tokens per
-    item in the benchmark); ``item``: one request per item. See docs/ai_stage.md."""
+    """``chunk``: a chunk's worth (ten) of items per request, packed across the chunks of a block,
+    so the instructions and the schema are paid once per ten items; ``item``: one request per
+    item. See docs/ai_stage.md."""
     top_k: int = 10
+    score_band: float = DEFAULT_SCORE_BAND
+    """Show only candidates scoring at most this far below the item's best (of at most
+    ``top_k``): the rest cost tokens on entries retrieval already judged far off. 1 or more
+    shows all ``top_k``. See ``DEFAULT_SCORE_BAND`` in core/llm.py for how 0.4 was chosen."""
     price_input_per_1m: float = 0.15
     """USD per million prompt tokens (gpt-4o-mini list price); 0 for a local server."""
     price_output_per_1m: float = 0.60

@@ -14,7 +14,8 @@ import dagster as dg
 import pandas as pd
 
 from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
-from matching_pipeline.core.readers import CATALOG, content_hash, read_table
+from matching_pipeline.core.review import ReviewSettings
+from matching_pipeline.core.readers import CATALOG, FieldLimits, content_hash, read_table
 from matching_pipeline.settings import parse_column_map
 from matching_pipeline.store import ResultsDatabase
 
@@ -26,12 +27,18 @@ def open_results_database(url: str) -> ResultsDatabase:
 
 
 class ResultsDatabaseResource(dg.ConfigurableResource):
-    """The results database: SQLite file by default, Postgres via ``MATCHING_DATABASE_URL``."""
+    """The results database: SQLite file by default, Postgres via ``MATCHING_DATABASE_URL``,
+    and the rule for which decisions written to it enter the review queue."""
 
     url: str
+    review_confidence: float = ReviewSettings().confidence
+    review_close_score: float = ReviewSettings().close_score
 
     def get(self) -> ResultsDatabase:
         return open_results_database(self.url)
+
+    def review(self) -> ReviewSettings:
+        return ReviewSettings(confidence=self.review_confidence, close_score=self.review_close_score)
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -46,6 +53,8 @@ class CatalogResource(dg.ConfigurableResource):
     encoding: str = "utf-8"
     columns: str = ""
     index_dir: str
+    max_description_chars: int = FieldLimits().text
+    max_field_chars: int = FieldLimits().field
 
     def version(self) -> str:
         path = Path(self.path)
@@ -53,7 +62,26 @@ class CatalogResource(dg.ConfigurableResource):
         return _version_of(str(path), stat.st_mtime_ns, stat.st_size, self.encoding, self.columns)
 
     def load_frame(self) -> pd.DataFrame:
-        return read_table(self.path, CATALOG, columns=parse_column_map(self.columns), encoding=self.encoding)
+        return read_table(
+            self.path,
+            CATALOG,
+            columns=parse_column_map(self.columns),
+            encoding=self.encoding,
+            limits=FieldLimits(text=self.max_description_chars, field=self.max_field_chars),
+        )
+
+    def catalog_ids(self) -> frozenset[str]:
+        """Every catalog id of the catalog as it is now (to check ids a person typed), read once
+        per catalog version and process."""
+        version = self.version()
+        with _index_lock:
+            ids = _catalog_ids.get(version)
+        if ids is None:
+            ids = frozenset(str(i) for i in self.load_frame()["catalog_id"])
+            with _index_lock:
+                _catalog_ids.clear()
+                _catalog_ids[version] = ids
+        return ids
 
     def index_path(self, version: str) -> Path:
         return Path(self.index_dir) / f"catalog-{version}.pkl"
@@ -84,6 +112,7 @@ class CatalogResource(dg.ConfigurableResource):
 
 _index_lock = threading.Lock()
 _loaded_indexes: dict[str, CatalogIndex] = {}
+_catalog_ids: dict[str, frozenset[str]] = {}
 
 
 @functools.lru_cache(maxsize=32)
@@ -102,3 +131,11 @@ class InboxResource(dg.ConfigurableResource):
     data_dir: str
     encoding: str = "utf-8"
     columns: str = ""
+    max_description_chars: int = FieldLimits().text
+    max_field_chars: int = FieldLimits().field
+    settle_seconds: float = 5.0
+    """A file without a ``.done`` marker is taken once its size and mtime held this long."""
+    require_done: bool = False
+
+    def field_limits(self) -> FieldLimits:
+        return FieldLimits(text=self.max_description_chars, field=self.max_field_chars)

@@ -26,7 +26,7 @@ from matching_pipeline.defs.stages import (
     plan_runs,
     run_tags,
 )
-from matching_pipeline.ingest import scan_inbox
+from matching_pipeline.ingest import scan_inbox, sightings_from_cursor
 from matching_pipeline.settings import parse_column_map
 from matching_pipeline.store import Batch
 
@@ -59,17 +59,29 @@ def stage_run_requests(batch: Batch, *, job_id: str, stages: Sequence[str] = STA
 def new_items_sensor(
     context: dg.SensorEvaluationContext, results: ResultsDatabaseResource, inbox: InboxResource
 ) -> dg.SensorResult | dg.SkipReason:
+    """The cursor holds the size and mtime each waiting file had when last seen, so a file is
+    taken only once it has stopped changing (see ``ingest.py`` for the inbox's conventions)."""
     db = results.get()
-    outcomes = scan_inbox(
+    scan = scan_inbox(
         db,
         Path(inbox.inbox_dir),
         Path(inbox.data_dir),
         encoding=inbox.encoding,
         columns=parse_column_map(inbox.columns),
+        limits=inbox.field_limits(),
+        settle_seconds=inbox.settle_seconds,
+        require_done=inbox.require_done,
+        seen=sightings_from_cursor(context.cursor),
     )
+    context.update_cursor(scan.cursor())
+    outcomes = scan.outcomes
     for outcome in outcomes:
+        if outcome.note:
+            context.log.warning(f"{outcome.path}: {outcome.note}")
         if outcome.error:
             context.log.warning(f"rejected {outcome.path} -> {outcome.moved_to}: {outcome.error}")
+        elif outcome.deferred:
+            continue
         elif outcome.batch and not outcome.batch.is_new:
             context.log.info(f"{outcome.path.name}: same content as {outcome.batch.label}; nothing to do")
         else:
@@ -81,7 +93,8 @@ def new_items_sensor(
     known = set(context.instance.get_dynamic_partitions(chunk_partitions.name))
     to_start = _batches_missing_partitions(_unique(fresh + stale), known)
     if not to_start:
-        return dg.SkipReason(f"{len(outcomes)} file(s) seen, no new chunks")
+        waiting = f"; {len(scan.waiting)} waiting until complete" if scan.waiting else ""
+        return dg.SkipReason(f"{len(outcomes)} file(s) taken, no new chunks{waiting}")
     new_keys = [key for batch in to_start for key in batch.chunk_keys if key not in known]
     requests = [
         request for batch in to_start for request in stage_run_requests(batch, job_id=f"{batch.label}-ingest")
@@ -111,10 +124,14 @@ def _batches_missing_partitions(batches: Iterable[Batch], known: set[str]) -> li
     minimum_interval_seconds=10,
     description="When a stage's run succeeds, starts the next stage of its job on the same chunks.",
 )
-def cascade_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+def cascade_sensor(context: dg.RunStatusSensorContext) -> list[dg.RunRequest] | dg.SkipReason:
     """A run lists the job's stages in ``matching/stages``; a re-decide run (retry of failed items,
     catalog re-run) keeps its narrowed ``matching/stages`` and carries the whole plan in
-    ``matching/plan``, so the next stage gets the same tags and re-decides the same items."""
+    ``matching/plan``, so the next stage gets the same tags and re-decides the same items.
+
+    The finished run's range is cut by the *next* stage's chunks-per-run (an enhanced run of 200
+    chunks becomes two AI runs of 100): each stage's runs stay the size its pool and rate limits
+    were planned for."""
     run = context.dagster_run
     if run.tags.get(TAG_CONTROL) in ("paused", "canceled", "failed"):
         return dg.SkipReason(f"job is {run.tags[TAG_CONTROL]}")
@@ -128,7 +145,25 @@ def cascade_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.Ski
     carried = {k: v for k, v in run.tags.items() if k in CARRIED_TAGS}
     if redecide:
         carried[TAG_STAGES] = ",".join(wanted[: wanted.index(nxt) + 1])
-    return dg.RunRequest(job_name=STAGE_SPECS[nxt].job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)
+    spec = STAGE_SPECS[nxt]
+    start, end = run.tags.get(RANGE_START), run.tags.get(RANGE_END)
+    ranges: list[tuple[str, str]] = []
+    if start and end:
+        ordered = context.instance.get_dynamic_partitions(chunk_partitions.name)
+        if start in ordered and end in ordered:
+            ranges = plan_runs(ordered[ordered.index(start) : ordered.index(end) + 1], spec.chunks_per_run)
+    if not ranges:  # no range to cut (or its keys are gone): hand the tags on as they are
+        return [dg.RunRequest(job_name=spec.job_name, run_key=f"{run.run_id}:{nxt}", tags=carried)]
+    return [
+        dg.RunRequest(
+            job_name=spec.job_name,
+            # The first keeps the key it always had, so a sensor restarted across this change
+            # never launches a range twice.
+            run_key=f"{run.run_id}:{nxt}" if i == 0 else f"{run.run_id}:{nxt}:{first}",
+            tags={**carried, RANGE_START: first, RANGE_END: last},
+        )
+        for i, (first, last) in enumerate(ranges)
+    ]
 
 
 @dg.sensor(

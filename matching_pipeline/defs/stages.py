@@ -17,14 +17,16 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import dagster as dg
 import pandas as pd
 
 from matching_pipeline.core.models import STAGES, Decision
+from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.defs.partitions import chunk_partitions
-from matching_pipeline.settings import chunks_per_run
+from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
+from matching_pipeline.settings import chunk_time_budget_seconds, chunks_per_run
 from matching_pipeline.store import ResultsDatabase, parse_chunk_key
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -86,9 +88,10 @@ class StageLogic(Protocol):
     catalog_version: str | None
 
     def decide(self, pending: pd.DataFrame, earlier: Mapping[str, Decision]) -> list[Decision]:
-        """Decide every row of ``pending`` (items no earlier stage matched), in order.
+        """Decide every row of ``pending`` (items with no match so far), in order.
 
-        ``earlier`` holds the previous stage's decision for each pending item (its candidates).
+        ``earlier`` holds each pending item's current decision (its candidates): the latest
+        stage's, an accept flagged for a second opinion included (see :class:`VerifiesAccepts`).
         """
         ...
 
@@ -134,10 +137,33 @@ def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> di
     }
 
 
+VERIFY_EVIDENCE = "verify"
+"""Evidence key of an accept that asks for a second opinion (``True``; see :func:`wants_verify`)."""
+
+
+def wants_verify(decision: Decision) -> bool:
+    """Whether ``decision`` is an accept its stage flagged for a second opinion: the enhanced
+    stage sets ``evidence["verify"]`` on fuzzy accepts scored below its verify score."""
+    return decision.matched and decision.evidence.get(VERIFY_EVIDENCE) is True
+
+
+@runtime_checkable
+class VerifiesAccepts(Protocol):
+    """A stage that can give the second opinion :func:`wants_verify` asks for (the AI stage, when
+    a model is configured). Stages without this attribute never see an accepted item."""
+
+    verifies_accepts: bool
+
+
 def pending_items(
-    db: ResultsDatabase, stage: str, keys: Sequence[str], frame: pd.DataFrame
+    db: ResultsDatabase, stage: str, keys: Sequence[str], frame: pd.DataFrame, *, verify: bool = False
 ) -> tuple[pd.DataFrame, dict[str, Decision]]:
-    """Items of ``frame`` that no earlier stage matched, and the previous stage's decisions.
+    """Items of ``frame`` whose current answer is no match, and that answer's decision.
+
+    An item's current answer is its latest stage's decision, as in the ``final_matches`` view:
+    an accept that a later stage overturned (a second opinion that said none) is unmatched again.
+    With ``verify``, accepts flagged for a second opinion (:func:`wants_verify`) are pending too,
+    and their decision (with the accepted entry and its rivals as candidates) comes with them.
 
     Fails loudly when the previous stage has not decided a chunk yet: deciding it here would
     either skip identifier matching or redo it behind Dagster's back.
@@ -145,8 +171,7 @@ def pending_items(
     position = STAGES.index(stage)
     if position == 0:
         return frame, {}
-    matched: set[str] = set()
-    previous: dict[str, Decision] = {}
+    latest: dict[str, Decision] = {}
     for earlier in STAGES[:position]:
         results = db.stage_results(earlier, keys)
         if earlier == STAGES[position - 1]:
@@ -158,14 +183,11 @@ def pending_items(
                     f"for them first."
                 )
         for decisions in results.values():
-            for item_id, decision in decisions.items():
-                if decision.matched:
-                    matched.add(item_id)
-                else:
-                    previous[item_id] = decision
-    pending = frame[~frame["item_id"].isin(matched)]
+            latest.update(decisions)
+    settled = {i for i, d in latest.items() if d.matched and not (verify and wants_verify(d))}
+    pending = frame[~frame["item_id"].isin(settled)]
     pending_ids = set(pending["item_id"])
-    return pending, {k: v for k, v in previous.items() if k in pending_ids}
+    return pending, {k: v for k, v in latest.items() if k in pending_ids}
 
 
 def _redecide_only(
@@ -189,18 +211,35 @@ def materialize_chunks(
     spec: StageSpec,
     db: ResultsDatabase,
     make_logic: Callable[[], StageLogic],
+    review: ReviewSettings = ReviewSettings(),
 ) -> Iterator[dg.AssetMaterialization]:
-    """Decide the run's chunks block by block, writing and reporting each chunk as it is done."""
+    """Decide the run's chunks block by block, writing and reporting each chunk as it is done.
+
+    ``review`` says which decisions enter the review queue; the store applies it as it writes.
+    """
     keys = list(context.partition_keys)
     logic = make_logic()
+    verify = isinstance(logic, VerifiesAccepts) and logic.verifies_accepts
     matched_total = decided_total = 0
+    budget = chunk_time_budget_seconds()
+    out_of_time: list[str] = []
     for start in range(0, len(keys), spec.chunks_per_block):
         block = keys[start : start + spec.chunks_per_block]
+        _stop_if_canceled(context, block[0], len(keys) - start)
         began = time.perf_counter()
         frame = db.load_chunk_items(block)
-        pending, earlier = pending_items(db, spec.stage, block, frame)
+        pending, earlier = pending_items(db, spec.stage, block, frame, verify=verify)
         pending, kept = _redecide_only(db, spec.stage, block, pending, context.run.tags.get(TAG_REDECIDE))
-        decisions = logic.decide(pending, earlier) if len(pending) else []
+        try:  # see defs/budget.py: the block is interrupted at its deadline and nothing of it written
+            with Deadline(budget * len(block)):
+                decisions = logic.decide(pending, earlier) if len(pending) else []
+        except ChunkTimeBudgetExceeded:
+            context.log.error(
+                f"{spec.stage}: chunks {block[0]} .. {block[-1]} ran out of time ({budget:g}s per chunk, "
+                f"{budget * len(block):g}s for these {len(block)}); going on with the next chunks"
+            )
+            out_of_time.extend(block)
+            continue
         if len(decisions) != len(pending):
             raise dg.Failure(f"{spec.stage} decided {len(decisions)} of {len(pending)} items")
         by_item = {**kept, **dict(zip(pending["item_id"], decisions, strict=True))}
@@ -210,7 +249,8 @@ def materialize_chunks(
         # One transaction for the block's chunks, written before any of them is reported: a chunk
         # Dagster shows as materialised always has its results, and a crash before the write
         # leaves the whole block to do again (idempotently).
-        db.replace_results(spec.stage, per_chunk, logic.catalog_version)
+        # The review queue's reasons are written in the same transaction (see core/review.py).
+        to_review = db.replace_results(spec.stage, per_chunk, logic.catalog_version, review)
         seconds_per_chunk = (time.perf_counter() - began) / len(block)
         for key, chunk_decisions in per_chunk.items():
             matched = sum(d.matched for d in chunk_decisions)
@@ -229,6 +269,7 @@ def materialize_chunks(
                     "stage_match_rate": round(matched / len(chunk_decisions), 4) if chunk_decisions else 0.0,
                     "match_rate": round((already + matched) / items_in_chunk, 4),
                     "errors": sum(d.error is not None for d in chunk_decisions),
+                    "to_review": to_review.get(key, 0),
                     "duration_s": round(seconds_per_chunk, 4),
                     "catalog_version": logic.catalog_version or "",
                     **logic.chunk_metadata(chunk_decisions),
@@ -239,6 +280,43 @@ def materialize_chunks(
     context.log.info(
         f"{spec.stage}: {len(keys)} chunks, {decided_total} items decided, {matched_total} matched"
     )
+    if out_of_time:
+        raise dg.Failure(
+            description=(
+                f"{len(out_of_time)} chunk(s) ran out of time (MATCHING_CHUNK_TIME_BUDGET_SECONDS={budget:g}s per "
+                f"chunk): {_ranges(out_of_time, keys)}; the run's other chunks are done. Re-run these alone "
+                f"(matching-pipeline retry JOB, or a backfill of just them)."
+            ),
+            metadata={"out_of_time_chunks": dg.MetadataValue.text(",".join(out_of_time))},
+        )
+
+
+def _ranges(chunks: Sequence[str], ordered: Sequence[str]) -> str:
+    """``a .. b, c .. d``: consecutive runs of ``chunks`` in ``ordered``, for a one-line message."""
+    position = {key: i for i, key in enumerate(ordered)}
+    spans: list[list[str]] = []
+    for key in chunks:
+        if spans and position[key] == position[spans[-1][-1]] + 1:
+            spans[-1].append(key)
+        else:
+            spans.append([key])
+    return ", ".join(span[0] if len(span) == 1 else f"{span[0]} .. {span[-1]}" for span in spans)
+
+
+def _stop_if_canceled(context: dg.AssetExecutionContext, next_chunk: str, left: int) -> None:
+    """Stop between blocks once the job is canceled (or the run is being canceled).
+
+    Runs that the API server executes in process cannot be stopped by killing their process
+    (it serves everyone), and any run's step may run on where its run worker is not told: the
+    record is what every launch path shares, so the step reads it before each block.
+    """
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is None:
+        return
+    control = run.tags.get(TAG_CONTROL)
+    if control in ("canceled", "failed") or run.status == dg.DagsterRunStatus.CANCELING:
+        what = f"job {control}" if control in ("canceled", "failed") else "run canceled"
+        raise dg.Failure(f"{what}: stopped before chunk {next_chunk} ({left} chunk(s) not done)")
 
 
 def stage_asset(
@@ -249,8 +327,42 @@ def stage_asset(
     resource_keys: set[str],
     make_logic: Callable[[dg.AssetExecutionContext], StageLogic],
 ) -> dg.AssetsDefinition:
-    """Build a stage's asset; the stage modules only supply ``make_logic``."""
+    """Build a stage's asset; the stage modules only supply ``make_logic``.
 
+    A pooled stage also gets a twin outside its pool (see :func:`without_pool`).
+    """
+
+    def build(pool: str | None) -> dg.AssetsDefinition:
+        return _stage_asset(spec, pool, deps=deps, description=description, resource_keys=resource_keys, make_logic=make_logic)
+
+    if spec.pool:
+        _WITHOUT_POOL[spec.asset_name] = build(None)
+    return build(spec.pool)
+
+
+_WITHOUT_POOL: dict[str, dg.AssetsDefinition] = {}
+
+
+def without_pool(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """The same stage asset outside its pool, for a stage that can only skip (no model or provider).
+
+    A pool exists to share a rate limit; a stage with nothing configured sends no request, so its
+    runs have no reason to queue one by one behind another project's long AI run for the slot.
+    Which variant a code location gets is decided when its definitions are built, from the same
+    settings that decide whether the stage skips.
+    """
+    return _WITHOUT_POOL.get(asset.key.to_user_string(), asset)
+
+
+def _stage_asset(
+    spec: StageSpec,
+    pool: str | None,
+    *,
+    deps: Sequence[str],
+    description: str,
+    resource_keys: set[str],
+    make_logic: Callable[[dg.AssetExecutionContext], StageLogic],
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=spec.asset_name,
         description=description,
@@ -258,13 +370,14 @@ def stage_asset(
         deps=list(deps),
         output_required=False,
         backfill_policy=spec.backfill_policy,
-        pool=spec.pool,
+        pool=pool,
         group_name="matching",
         kinds={"python"},
         required_resource_keys={"results", *resource_keys},
         tags={"matching/stage": spec.stage},
     )
     def _stage(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
-        yield from materialize_chunks(context, spec, context.resources.results.get(), lambda: make_logic(context))
+        results = context.resources.results
+        yield from materialize_chunks(context, spec, results.get(), lambda: make_logic(context), results.review())
 
     return _stage

@@ -107,3 +107,45 @@ def test_mapping_to_unknown_field_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "items.csv", "item_id,description\n1,a\n")
     with pytest.raises(InputError, match="unknown field 'sku'"):
         read_table(path, ITEMS, columns={"sku": "item_id"})
+
+
+def test_a_mapping_that_makes_a_column_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "items.csv", "item_id,description,Name\n1,a,b\n")
+    with pytest.raises(InputError, match="column 'description': column appears twice"):
+        read_table(path, ITEMS, columns={"description": "Name"})
+
+
+def test_limits_are_per_kind_of_column(tmp_path: Path) -> None:
+    from matching_pipeline.core.readers import FieldLimits
+
+    limits = FieldLimits(text=12, field=5)
+    ok = write(tmp_path / "ok.csv", "item_id,description,part_number,notes\n12345,twelve chars,ABCDE,twelve chars\n")
+    assert read_table(ok, ITEMS, limits=limits)["description"].tolist() == ["twelve chars"]
+    over = write(tmp_path / "over.csv", "item_id,description,part_number,notes\n123456,thirteen char,ABCDEF,thirteen char\n")
+    with pytest.raises(InputError) as err:
+        read_table(over, ITEMS, limits=limits)
+    message = str(err.value)
+    for column, length, limit in (("item_id", 6, 5), ("description", 13, 12), ("part_number", 6, 5), ("notes", 13, 12)):
+        assert f"row 1, column '{column}': value is {length} characters long; the limit is {limit}" in message
+    catalog = write(tmp_path / "catalog.csv", "catalog_id,description\nc1,thirteen char\n")
+    with pytest.raises(InputError, match="column 'description': value is 13 characters"):
+        read_table(catalog, CATALOG, limits=limits)
+
+
+def test_parquet_index_columns_are_data_or_dropped(tmp_path: Path) -> None:
+    pd.DataFrame({"item_id": ["a", "b"], "description": ["x", "y"]}).set_index("item_id").to_parquet(tmp_path / "named.parquet")
+    assert read_table(tmp_path / "named.parquet", ITEMS)["item_id"].tolist() == ["a", "b"]
+    pd.DataFrame({"item_id": ["a", "b"], "description": ["x", "y"]}, index=[5, 7]).to_parquet(tmp_path / "unnamed.parquet")
+    frame = read_table(tmp_path / "unnamed.parquet", ITEMS)
+    assert "__index_level_0__" not in frame.columns and frame["item_id"].tolist() == ["a", "b"]
+
+
+def test_unexpected_failures_become_input_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matching_pipeline.core import readers
+
+    def broken(*args, **kwargs):
+        raise MemoryError("out of memory while parsing")
+
+    monkeypatch.setattr(readers.pd, "read_csv", broken)
+    with pytest.raises(InputError, match=r"items.csv: could not be read \(MemoryError: out of memory while parsing\)"):
+        read_table(write(tmp_path / "items.csv", "item_id,description\n1,a\n"), ITEMS)

@@ -38,11 +38,13 @@ def _words(text: str) -> set[str]:
 
 
 def best_overlap(item: dict[str, Any], candidates: list[dict[str, Any]]) -> str:
-    """Default oracle: the candidate with the same part number, else the best word overlap
-    (Jaccard >= 0.5) of descriptions, else ``none``."""
-    part = (item.get("part_number") or "").lower()
+    """Default oracle: the candidate whose text names the item's part number, else the best word
+    overlap (Jaccard >= 0.5) of descriptions, else ``none``."""
+    part = "".join(re.findall(r"[a-z0-9]+", (item.get("part_number") or "").lower()))
     for candidate in candidates:
-        if part and (candidate.get("part_number") or "").lower() == part:
+        runs = re.findall(r"[a-z0-9]+", candidate.get("description", "").lower())
+        spelled = {"".join(runs[i:j]) for i in range(len(runs)) for j in range(i + 1, min(len(runs), i + 4) + 1)}
+        if part and part in spelled:
             return candidate["id"]
     words = _words(item.get("description", ""))
     scored = [
@@ -82,6 +84,29 @@ def synthetic_workload(
         )
         truth[item_id] = f"CAT-{i}"
     return pd.DataFrame(rows), earlier, truth
+
+
+def read_candidates(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """An item entry's candidates as ``[{"id": "c1", "description": full text}, ...]``: the
+    words the request gave once (``prefix`` / ``suffix``) put back around each candidate's own,
+    as a model reads them (see ``core/llm.py``)."""
+    ends = (entry.get("prefix", ""), entry.get("suffix", ""))
+    return [
+        {"id": ref, "description": " ".join(filter(None, (ends[0], text, ends[1])))}
+        for ref, text in entry["candidates"].items()
+    ]
+
+
+def answer_enums(body: dict[str, Any]) -> dict[str, list[str]]:
+    """``{item key: allowed choices}`` of a request's response schema, following ``$ref`` links."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    definitions = schema.get("$defs", {})
+    enums = {}
+    for key, prop in schema["properties"].items():
+        if "$ref" in prop:
+            prop = definitions[prop["$ref"].removeprefix("#/$defs/")]
+        enums[key] = prop["properties"]["choice"]["enum"]
+    return enums
 
 
 @dataclass
@@ -144,11 +169,11 @@ class FakeOpenAI(ScriptedServer):
     def _completion(self, body: dict[str, Any], behaviour: str) -> dict[str, Any]:
         document = json.loads(body["messages"][-1]["content"])
         answers = {}
-        for entry in document["items"]:
-            choice = self.oracle(entry["item"], entry["candidates"])
+        for key, entry in document.items():
+            choice = self.oracle(entry["item"], read_candidates(entry))
             if behaviour == "outside":
                 choice = "c99"
-            answers[entry["key"]] = {"reason": f"oracle chose {choice}", "choice": choice, "confidence": 0.9}
+            answers[key] = {"reason": f"oracle chose {choice}", "choice": choice, "confidence": 0.9}
         content: str | None = json.dumps(answers)
         refusal = None
         finish = "stop"

@@ -2,10 +2,11 @@
 
 For each pending item it runs the item's queries (most specific first, stopping at the first
 decisive one), reads identifiers from the results and lets the pure rule in
-:mod:`matching_pipeline.core.web_evidence` accept a match only when the catalog and the
-evidence agree. When several entries are supported and a model is configured (the AI stage's
+:mod:`matching_pipeline.core.web_evidence` accept a match only when a result states the item's
+own code and the entry agrees with everything the item says. When several entries remain, or
+only the item's words relate the results to it, and a model is configured (the AI stage's
 ``openai`` resource and client), the model picks one of *those* entries or none from the
-snippets, and its pick must pass the same checks. Every answered query and every model answer
+snippets; without a model the item stays unmatched with the reasons in its evidence. Every answered query and every model answer
 is cached in the results database, so re-materialising a chunk pays for nothing twice.
 """
 
@@ -202,8 +203,8 @@ class WebSearchStage:
             if verdict.decisive:
                 break
         errors = [r["error"] for r in records if "error" in r]
-        if verdict.outcome == "ambiguous" and chat is not None:
-            verdict, failure = await self._confirm(chat, row, verdict, earlier_ids)
+        if verdict.needs_model and chat is not None:
+            verdict, failure = await self._confirm(chat, row, verdict)
             errors += [failure] if failure else []
         evidence = {"outcome": verdict.outcome, **verdict.evidence, "results_read": len(results), "queries": records}
         candidates = _merge(verdict.supported, prior_candidates)
@@ -211,9 +212,7 @@ class WebSearchStage:
             return Decision(item_id, verdict.catalog_id, "web", verdict.confidence, evidence, candidates)
         return Decision(item_id, None, "none", 0.0, evidence, candidates, error="; ".join(errors) or None)
 
-    async def _confirm(
-        self, chat: OpenAIChatClient, row: dict[str, Any], verdict: WebVerdict, earlier_ids: set[str]
-    ) -> tuple[WebVerdict, str | None]:
+    async def _confirm(self, chat: OpenAIChatClient, row: dict[str, Any], verdict: WebVerdict) -> tuple[WebVerdict, str | None]:
         """Let the model pick among the supported entries (cached by model, prompt and question)."""
         assert self.openai is not None
         question = confirmation_question(str(row["item_id"]), row, verdict, self.settings)
@@ -236,7 +235,7 @@ class WebSearchStage:
                 return verdict, f"model confirmation failed: {answer_or_error}"
             answer = answer_or_error
             await asyncio.to_thread(self.db.cache_put, CONFIRM_NAMESPACE, key, answer.to_cache())
-        return confirm(row, verdict, answer, earlier_ids, self.settings), None
+        return confirm(verdict, answer), None
 
     def chunk_metadata(self, decisions: Sequence[Decision]) -> dict[str, Any]:
         if not self.search.configured:
@@ -250,6 +249,7 @@ class WebSearchStage:
             "results_read": sum(int(d.evidence.get("results_read", 0)) for d in decisions),
             "query_errors": sum("error" in r for r in records),
             "ambiguous": sum(d.evidence.get("outcome") == "ambiguous" for d in decisions),
+            "unconfirmed": sum(d.evidence.get("outcome") == "unconfirmed" for d in decisions),
             "model_confirmations": sum("model" in d.evidence for d in decisions),
         }
         if latencies:
@@ -288,9 +288,10 @@ web_search_matches = stage_asset(
     deps=["ai_matches"],
     description=(
         "Stage 3: searches the web (SearXNG or Brave Search) for items still unmatched, reads GTINs and "
-        "model/part numbers from the results and accepts a catalog entry only when one entry is supported "
-        "by results about the item, nothing competes or conflicts, and the catalog corroborates it. "
-        "With a model configured, it picks among several supported entries under the same checks. "
+        "model/part numbers from the results and accepts a catalog entry only when results stating the "
+        "item's own code support exactly one entry that agrees with the item (codes, maker, colour, "
+        "measures, platform, edition, accessory...) and the catalog corroborates it. "
+        "With a model configured, it picks among the entries left when that is not decisive. "
         "Responses are cached by provider and query."
     ),
     resource_keys={"search", "catalog_source", "openai"},

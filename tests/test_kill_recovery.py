@@ -1,0 +1,128 @@
+"""kill -9 of ``matching-pipeline match`` during the AI stage: the next ``match`` recovers by itself.
+
+Before: the killed run stayed STARTED holding the ``openai`` pool slot (limit 1), and the next
+``match`` waited for it for ever at 100% CPU. Now the next ``match`` sees that the process holding
+the slot is gone, fails that run, frees the slot, and finishes the job: every item decided once,
+and no answer paid for twice except the one request in flight at the kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from matching_pipeline.settings import SAMPLE_DIR
+from tests.servers.openai_server import FakeOpenAI
+
+ROOT = Path(__file__).parents[1]
+LATENCY_S = 0.25
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(latency_s=LATENCY_S) as fake:
+        yield fake
+
+
+def _env(tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())  # pools: default_limit 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATCHING_", "OPENAI_", "SEARXNG", "BRAVE"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        MATCHING_DATA_DIR=str(tmp_path / "data"),
+        OPENAI_BASE_URL=server.url,
+        OPENAI_API_KEY="sk-test",
+        MATCHING_AI_MODEL="test-model",
+        # One request at a time, one per chunk, so answers arrive (and are cached) one by one.
+        MATCHING_AI_MAX_CONCURRENCY="1",
+        MATCHING_AI_ITEMS_PER_REQUEST="chunk",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _match(env: dict[str, str]) -> list[str]:
+    return [sys.executable, "-m", "matching_pipeline.cli", "match", "--project", "demo",
+            "--items", str(SAMPLE_DIR / "items.csv"), "--stages", "enhanced,ai"]
+
+
+def _asked(server: FakeOpenAI) -> list[tuple[float, str]]:
+    """When each request arrived, and what it asked (its items and candidates, as sent)."""
+    return [(received.at, received.body["messages"][-1]["content"]) for received in server.received]
+
+
+def test_after_kill_9_during_the_ai_stage_the_next_match_recovers_and_pays_nothing_twice(
+    tmp_path: Path, server: FakeOpenAI
+) -> None:
+    env = _env(tmp_path, server)
+    first = subprocess.Popen(_match(env), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while server.count < 3:  # the AI stage holds the pool slot and has cached at least two answers
+        assert first.poll() is None, f"match ended before the AI stage got going:\n{first.stdout.read()}"
+        assert time.monotonic() < deadline, "the AI stage never started"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    first.wait(10)
+    first.stdout.close()
+    asked_before_kill = server.count
+
+    began = time.monotonic()
+    second = subprocess.Popen(_match(env), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while server.count == asked_before_kill and second.poll() is None:
+        assert time.monotonic() - began < 60, "the next match did not start deciding within 60 s"
+        time.sleep(0.05)
+    assert server.count > asked_before_kill, "the next match never asked the model"
+    first_request_after_s = time.monotonic() - began
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output
+    print(output)
+    assert "marked 1 run(s) failed whose process is gone" in output
+    assert first_request_after_s < 60
+
+    data = tmp_path / "data"
+    engine = sa.create_engine(f"sqlite:///{data / 'results.db'}")
+    with engine.connect() as conn:
+        items = conn.execute(sa.text("SELECT count(*) FROM items")).scalar()
+        per_item = dict(conn.execute(sa.text("SELECT item_id, count(*) FROM match_results WHERE stage = 'ai' GROUP BY item_id")).all())
+        by_model = {r[0] for r in conn.execute(sa.text("SELECT item_id FROM match_results WHERE stage = 'ai' AND method = 'llm'"))}
+        chunks = conn.execute(sa.text("SELECT count(*) FROM stage_chunks WHERE stage = 'ai'")).scalar()
+        answers = conn.execute(sa.text("SELECT count(*) FROM final_matches")).scalar()
+    engine.dispose()
+    assert items == answers == 120 and chunks == 12  # nothing lost: every item has its one answer
+    assert per_item and set(per_item.values()) == {1}  # nothing duplicated
+    assert by_model  # the model's answers are recorded
+
+    # Paid twice only for what was in flight at the kill: with one request at a time, the one
+    # request that arrived in the last LATENCY_S before the kill.
+    asked = _asked(server)
+    repeated = {content for content, n in Counter(c for _, c in asked).items() if n > 1}
+    in_flight = {content for at, content in asked if killed_at - LATENCY_S - 0.2 <= at <= killed_at}
+    assert len(repeated) <= 1 and repeated <= in_flight, "a request answered before the kill was paid again"
+
+    os.environ["DAGSTER_HOME"], saved = env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs(dg.RunsFilter(tags={"matching/project": "demo"}))
+            statuses = Counter(r.status for r in runs if r.job_name == "ai_job")
+            assert statuses == {dg.DagsterRunStatus.FAILURE: 1, dg.DagsterRunStatus.SUCCESS: 1}
+            failed = next(r for r in runs if r.status == dg.DagsterRunStatus.FAILURE)
+            assert not instance.event_log_storage.get_concurrency_info("openai").claimed_slots
+            assert failed.tags["matching/pid"] == str(first.pid)
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = saved
