@@ -33,7 +33,7 @@ from matching_pipeline.clients.openai_chat import ChatSession  # noqa: E402
 from matching_pipeline.defs.assets.ai import AIStage  # noqa: E402
 from matching_pipeline.defs.openai_resource import OpenAIResource  # noqa: E402
 from matching_pipeline.defs.stages import STAGE_SPECS  # noqa: E402
-from matching_pipeline.store import CHUNK_SIZE, ResultsDatabase  # noqa: E402
+from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase  # noqa: E402
 from tests.servers.openai_server import FakeOpenAI, synthetic_workload  # noqa: E402
 
 TARGET_RATIO = 1.15

@@ -5,7 +5,7 @@
 
 Two measurements, each against its target (exits non-zero when one is missed):
 
-* **tokens**: the generated sample (``matching_pipeline.sample_data``, as bench/speed_pipeline.py
+* **tokens**: the generated sample (``matching_pipeline.sample.generator``, as bench/speed_pipeline.py
   makes it) goes through the enhanced stage; the items it leaves unmatched go through the AI stage
   logic (``AIStage.decide``, block by block as the asset runs them, the real ``openai`` client)
   against the local OpenAI-compatible server of tests/servers/openai_server.py. Prompt tokens per
@@ -48,7 +48,7 @@ from matching_pipeline.core.models import Decision  # noqa: E402
 from matching_pipeline.defs.assets.ai import AIStage  # noqa: E402
 from matching_pipeline.defs.openai_resource import OpenAIResource  # noqa: E402
 from matching_pipeline.defs.stages import STAGE_SPECS  # noqa: E402
-from matching_pipeline.store import CHUNK_SIZE, ResultsDatabase  # noqa: E402
+from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase  # noqa: E402
 from tests.servers.openai_server import FakeOpenAI  # noqa: E402
 
 TARGET_PROMPT_TOKENS_PER_ITEM = 350
@@ -82,7 +82,7 @@ def leftovers(items: pd.DataFrame, decisions: Sequence[Decision]) -> tuple[pd.Da
 
 def measure_tokens(args: argparse.Namespace, work: Path) -> dict[str, float]:
     from matching_pipeline.core.readers import CATALOG, ITEMS, read_table
-    from matching_pipeline.sample_data import write_sample
+    from matching_pipeline.sample.generator import write_sample
 
     paths = write_sample(work / "sample", n_catalog=args.catalog, n_items=args.items, seed=args.seed)
     catalog, items = read_table(paths["catalog"], CATALOG), read_table(paths["items"], ITEMS)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from matching_pipeline.core.catalog import CatalogIndex  # noqa: E402
 from matching_pipeline.core.enhanced import match_enhanced  # noqa: E402
-from matching_pipeline.stress_data import generate_twins  # noqa: E402
+from matching_pipeline.sample.twins import generate_twins  # noqa: E402
 
 TARGET_PRECISION = 0.99
 

@@ -37,7 +37,7 @@ from matching_pipeline.core.enhanced import match_enhanced  # noqa: E402
 from matching_pipeline.core.models import Decision  # noqa: E402
 from matching_pipeline.defs.assets.web_search import WebSearchStage  # noqa: E402
 from matching_pipeline.defs.search_resource import SearchResource  # noqa: E402
-from matching_pipeline.store import ResultsDatabase  # noqa: E402
+from matching_pipeline.results.store import ResultsDatabase  # noqa: E402
 from tests.servers.search_server import FakeSearch, NearMissWeb  # noqa: E402
 
 TARGET_PRECISION = 0.95

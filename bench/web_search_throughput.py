@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from matching_pipeline.runner import ensure_partitions, run_stage  # noqa: E402
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage  # noqa: E402
 from matching_pipeline.settings import Settings  # noqa: E402
-from matching_pipeline.store import ResultsDatabase  # noqa: E402
+from matching_pipeline.results.store import ResultsDatabase  # noqa: E402
 from tests.servers.search_server import FakeSearch  # noqa: E402
 
 TARGET_RATIO = 1.15

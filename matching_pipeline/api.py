@@ -36,13 +36,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from matching_pipeline import control
+from matching_pipeline.jobs import control
 from matching_pipeline.core.readers import InputError
-from matching_pipeline.faults import connection_fault
-from matching_pipeline.pools import PoolWaitTimeout
-from matching_pipeline.review_queue import UnknownItem, decide, review_payload
+from matching_pipeline.results.faults import connection_fault
+from matching_pipeline.jobs.pools import PoolWaitTimeout
+from matching_pipeline.results.review_queue import UnknownItem, decide, review_payload
 from matching_pipeline.settings import Settings
-from matching_pipeline.status import JOB_TYPES, job_status, list_jobs
+from matching_pipeline.jobs.status import JOB_TYPES, job_status, list_jobs
 
 
 class ApiError(Exception):
@@ -154,7 +154,7 @@ def create_app(
         view(job_id)
         with process_lock:
             _, message = control.process_next(instance, job_id, get_defs())
-        from matching_pipeline.notifications import notify_job_if_finished
+        from matching_pipeline.jobs.notifications import notify_job_if_finished
 
         notify_job_if_finished(instance, job_id)
         return 200, {"job": view(job_id), "message": message}

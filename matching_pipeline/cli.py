@@ -53,10 +53,10 @@ def _instance(settings: Settings):
 def cmd_match(args: argparse.Namespace) -> int:
     from matching_pipeline.definitions import build_definitions
     from matching_pipeline.defs.resources import open_results_database
-    from matching_pipeline.ingest import ingest_file
-    from matching_pipeline.reports import export_results, format_summary
-    from matching_pipeline.pools import reap_dead_runs
-    from matching_pipeline.runner import ensure_partitions, new_job_id, run_stage
+    from matching_pipeline.results.ingest import ingest_file
+    from matching_pipeline.results.reports import export_results, format_summary
+    from matching_pipeline.jobs.pools import reap_dead_runs
+    from matching_pipeline.jobs.runner import ensure_partitions, new_job_id, run_stage
 
     settings = _settings(args)
     requested = args.stages.split(",") if args.stages else list(STAGES)
@@ -141,7 +141,7 @@ def _refresh_catalog(defs, instance, settings: Settings) -> None:
     """Materialise the catalog asset when the file's version is not the one last materialised."""
     import dagster as dg
 
-    from matching_pipeline.runner import materialize_catalog
+    from matching_pipeline.jobs.runner import materialize_catalog
 
     resource = defs.resources["catalog_source"]
     version = resource.version()
@@ -172,7 +172,7 @@ def _stage_note(instance, run_ids: Sequence[str]) -> str | None:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from matching_pipeline.defs.resources import open_results_database
-    from matching_pipeline.reports import format_summary
+    from matching_pipeline.results.reports import format_summary
 
     db = open_results_database(_settings(args).database_url)
     summary = db.project_summary(args.project)
@@ -182,7 +182,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from matching_pipeline.defs.resources import open_results_database
-    from matching_pipeline.reports import export_results
+    from matching_pipeline.results.reports import export_results
 
     frame = export_results(open_results_database(_settings(args).database_url), args.project, Path(args.out))
     print(f"wrote {len(frame)} rows to {args.out}")
@@ -192,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from matching_pipeline.core.readers import CATALOG, read_table
     from matching_pipeline.defs.resources import open_results_database
-    from matching_pipeline.evaluate import evaluate_project, format_report
+    from matching_pipeline.results.evaluation import evaluate_project, format_report
 
     settings = _settings(args)
     target = settings.target_precision if args.target_precision is None else args.target_precision
@@ -225,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_review(args: argparse.Namespace) -> int:
     from matching_pipeline.definitions import build_resources
     from matching_pipeline.defs.resources import open_results_database
-    from matching_pipeline.review_queue import export_review, import_review
+    from matching_pipeline.results.review_queue import export_review, import_review
 
     settings = _settings(args)
     db = open_results_database(settings.database_url)
@@ -255,7 +255,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from matching_pipeline.sample_data import write_sample
+    from matching_pipeline.sample.generator import write_sample
 
     paths = write_sample(Path(args.dir), n_catalog=args.catalog_size, n_items=args.items, seed=args.seed)
     for name, path in paths.items():
@@ -264,13 +264,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from matching_pipeline.status import cli_status
+    from matching_pipeline.jobs.status import cli_status
 
     return cli_status(args, _instance(_settings(args)))
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from matching_pipeline.control import cli_control
+    from matching_pipeline.jobs.control import cli_control
 
     settings = _settings(args)
     return cli_control(args, _instance(settings), settings)
@@ -395,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview)")
     args = build_parser().parse_args(argv)
     _quiet_storage_retries()
-    from matching_pipeline.faults import connection_fault
-    from matching_pipeline.pools import PoolWaitTimeout
+    from matching_pipeline.results.faults import connection_fault
+    from matching_pipeline.jobs.pools import PoolWaitTimeout
 
     try:
         return args.func(args)

@@ -20,7 +20,7 @@ from matching_pipeline.defs.search_resource import SearchResource
 from matching_pipeline.defs.sensors import cascade_sensor, catalog_sensor, new_items_sensor
 from matching_pipeline.defs.schedules import schedules
 from matching_pipeline.defs.stages import without_pool
-from matching_pipeline.notifications import notification_sensors
+from matching_pipeline.jobs.notifications import notification_sensors
 from matching_pipeline.settings import Settings
 
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from matching_pipeline.sample_data import write_sample
+from matching_pipeline.sample.generator import write_sample
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 
 POSTGRES_ADMIN_URL = os.environ.get("MATCHING_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

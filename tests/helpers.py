@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from matching_pipeline.defs import stages as stages_module
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.ingest import ingest_file
-from matching_pipeline.runner import ensure_partitions
+from matching_pipeline.results.ingest import ingest_file
+from matching_pipeline.jobs.runner import ensure_partitions
 from matching_pipeline.settings import Settings
 
 

@@ -20,9 +20,9 @@ from matching_pipeline.cli import _stage_note
 from matching_pipeline.clients.openai_chat import ChatAPIError, ChatSession, QuotaExhausted
 from matching_pipeline.defs.assets.ai import SKIPPED_NOTE, AIStage
 from matching_pipeline.defs.openai_resource import OpenAIResource
-from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 from tests.servers.openai_server import FakeOpenAI, answer_enums, synthetic_workload
 
 pytestmark = pytest.mark.timeout(60)

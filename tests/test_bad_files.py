@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from matching_pipeline import ingest as ingest_module
+from matching_pipeline.results import ingest as ingest_module
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import new_items_sensor

@@ -75,8 +75,8 @@ def test_bad_catalog_is_reported(env: Path, capsys) -> None:
 def test_pipeline_on_postgres_for_dagster_storage_and_results(tmp_path: Path, monkeypatch, postgres_database: str) -> None:
     """Dagster's storage (dagster-postgres) and the results database both on the real server."""
     from matching_pipeline.definitions import build_definitions
-    from matching_pipeline.ingest import ingest_file
-    from matching_pipeline.runner import ensure_partitions, run_stage
+    from matching_pipeline.results.ingest import ingest_file
+    from matching_pipeline.jobs.runner import ensure_partitions, run_stage
     from matching_pipeline.settings import Settings
 
     settings = Settings(data_dir=tmp_path, inbox_dir=tmp_path / "inbox", database_url=postgres_database, catalog_path=SAMPLE_DIR / "catalog.csv")

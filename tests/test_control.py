@@ -7,11 +7,11 @@ import threading
 import dagster as dg
 import pytest
 
-from matching_pipeline import control
+from matching_pipeline.jobs import control
 from matching_pipeline.core.models import Decision
 from matching_pipeline.defs.assets import enhanced as enhanced_module
 from matching_pipeline.defs.stages import STAGE_SPECS, TAG_STAGES, plan_runs
-from matching_pipeline.status import TAG_CONTROL, job_status
+from matching_pipeline.jobs.status import TAG_CONTROL, job_status
 from tests.helpers import break_chunk, Gate, ingest_items, restore_chunk, result_rows
 
 

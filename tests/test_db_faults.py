@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from matching_pipeline.core.models import Decision
-from matching_pipeline.faults import DatabaseUnavailable, connection_fault
+from matching_pipeline.results.faults import DatabaseUnavailable, connection_fault
 from matching_pipeline.settings import SAMPLE_DIR
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 from tests.pg_cluster import PostgresCluster, cluster  # noqa: F401 - the fixture
 from tests.servers.openai_server import FakeOpenAI
 

@@ -126,10 +126,10 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
             past = time.time() - 60
             os.utime(path, (past, past))
 
-            from matching_pipeline import control
+            from matching_pipeline.jobs import control
             from matching_pipeline.defs.resources import open_results_database
-            from matching_pipeline.ingest import ingest_file
-            from matching_pipeline.status import job_status, list_jobs
+            from matching_pipeline.results.ingest import ingest_file
+            from matching_pipeline.jobs.status import job_status, list_jobs
 
             instance = dg.DagsterInstance.get()
             try:

@@ -8,8 +8,8 @@ import pytest
 
 from matching_pipeline.defs.assets.evaluation import evaluation, precision_on_labels
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.ingest import ingest_file
-from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.results.ingest import ingest_file
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from matching_pipeline.core.models import Decision
-from matching_pipeline.exports import neutralise_cell, neutralise_frame, write_csv
-from matching_pipeline.ingest import ingest_file
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.exports import neutralise_cell, neutralise_frame, write_csv
+from matching_pipeline.results.ingest import ingest_file
+from matching_pipeline.results.store import ResultsDatabase
 
 HOSTILE = {
     "f1": "=cmd|' /C calc'!A0",

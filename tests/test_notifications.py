@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from matching_pipeline import control
-from matching_pipeline.notifications import SIGNATURE_HEADER, job_completed_webhook, notify_job_if_finished, verify
-from matching_pipeline.status import job_status
+from matching_pipeline.jobs import control
+from matching_pipeline.jobs.notifications import SIGNATURE_HEADER, job_completed_webhook, notify_job_if_finished, verify
+from matching_pipeline.jobs.status import job_status
 from tests.helpers import ingest_items
 from tests.servers.webhook_receiver import SECRET, Receiver
 

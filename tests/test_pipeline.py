@@ -18,8 +18,8 @@ from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import cascade_sensor, new_items_sensor
 from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, TAG_JOB, TAG_PROJECT, TAG_STAGES
-from matching_pipeline.ingest import ingest_file
-from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.results.ingest import ingest_file
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 from tests.helpers import break_chunk, restore_chunk
 

@@ -25,9 +25,9 @@ from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.definitions import build_resources
 from matching_pipeline.defs.assets.summary import match_summary
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.runner import run_stage
+from matching_pipeline.jobs.runner import run_stage
 from matching_pipeline.settings import Settings
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 from tests.helpers import ingest_items
 
 TOKEN = "review-t0ken"

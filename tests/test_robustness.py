@@ -16,15 +16,15 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from matching_pipeline.control import cancel_job
+from matching_pipeline.jobs.control import cancel_job
 from matching_pipeline.defs.assets.ai import AIStage
 from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import cascade_sensor
 from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, run_tags
-from matching_pipeline.ingest import ingest_file
-from matching_pipeline.pools import (
+from matching_pipeline.results.ingest import ingest_file
+from matching_pipeline.jobs.pools import (
     TAG_HOST,
     TAG_OWNER,
     TAG_PID,
@@ -34,7 +34,7 @@ from matching_pipeline.pools import (
     process_gone,
     process_tags,
 )
-from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 
 ROOT = Path(__file__).parents[1]
@@ -288,7 +288,7 @@ def test_no_thread_is_left_behind_by_the_budget() -> None:
 
 
 def test_resume_and_retry_reap_a_run_killed_with_its_process_instead_of_waiting_on_it(settings, defs, instance) -> None:
-    from matching_pipeline.control import resume_job
+    from matching_pipeline.jobs.control import resume_job
 
     batch = _ingest(settings, instance, 1)
     assert run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j-r", stages=["enhanced", "ai"])[0].success

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from matching_pipeline.sample_data import generate_catalog, generate_items, write_sample
+from matching_pipeline.sample.generator import generate_catalog, generate_items, write_sample
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "matching_pipeline" / "sample"
 

@@ -7,8 +7,8 @@ import threading
 import dagster as dg
 import pytest
 
-from matching_pipeline import control
-from matching_pipeline.status import TAG_CONTROL, job_status, list_jobs
+from matching_pipeline.jobs import control
+from matching_pipeline.jobs.status import TAG_CONTROL, job_status, list_jobs
 from tests.helpers import break_chunk, Gate, ingest_items, restore_chunk, result_rows, wait_for
 
 # -- tests ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from matching_pipeline.core.models import Candidate, Decision
-from matching_pipeline.store import ResultsDatabase, chunk_key, parse_chunk_key
+from matching_pipeline.results.store import ResultsDatabase, chunk_key, parse_chunk_key
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -32,9 +32,9 @@ from matching_pipeline.defs.assets.web_search import WebSearchStage
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.search_resource import SearchResource
-from matching_pipeline.runner import ensure_partitions, run_stage
+from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.settings import Settings
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 from tests.core.test_web_evidence import (
     CATALOG_ROWS,
     INJECTION,

@@ -17,7 +17,7 @@ from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
 from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.core.readers import CATALOG, FieldLimits, content_hash, read_table
 from matching_pipeline.settings import parse_column_map
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 
 
 @functools.lru_cache(maxsize=8)

@@ -38,7 +38,7 @@ from matching_pipeline.defs.stages import (
     plan_runs,
     run_tags,
 )
-from matching_pipeline.status import load_job
+from matching_pipeline.jobs.status import load_job
 
 
 def _env(name: str, default: str) -> str:
@@ -53,7 +53,7 @@ REPAIR_DEFAULTS = {"enhanced": dg.DefaultScheduleStatus.RUNNING}
 
 def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: int, stamp: str) -> list[dg.RunRequest]:
     """Run requests that re-launch, for ``stage``, the failed or missing chunks of idle jobs."""
-    from matching_pipeline.control import failed_work, stages_through
+    from matching_pipeline.jobs.control import failed_work, stages_through
 
     since = datetime.now(UTC) - timedelta(days=lookback_days)
     recent = instance.get_run_records(dg.RunsFilter(created_after=since))
@@ -114,7 +114,7 @@ def _latest_ai_versions(instance: dg.DagsterInstance) -> dict[str, tuple[str, fl
 
 
 def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[dg.RunRequest]:
-    from matching_pipeline.store import parse_chunk_key
+    from matching_pipeline.results.store import parse_chunk_key
 
     ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
     stale = {c for c, (v, rate) in _latest_ai_versions(instance).items() if v and v != version and rate < 1.0}

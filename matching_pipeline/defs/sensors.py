@@ -26,9 +26,9 @@ from matching_pipeline.defs.stages import (
     plan_runs,
     run_tags,
 )
-from matching_pipeline.ingest import scan_inbox, sightings_from_cursor
+from matching_pipeline.results.ingest import scan_inbox, sightings_from_cursor
 from matching_pipeline.settings import parse_column_map
-from matching_pipeline.store import Batch
+from matching_pipeline.results.store import Batch
 
 CARRIED_TAGS = (RANGE_START, RANGE_END, TAG_PROJECT, TAG_BATCH, TAG_JOB, TAG_STAGES, TAG_PLAN, TAG_REDECIDE, TAG_TRIGGER)
 """What a stage's run hands to the next stage's run."""

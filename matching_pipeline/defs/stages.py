@@ -27,7 +27,7 @@ from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
 from matching_pipeline.settings import chunk_time_budget_seconds, chunks_per_run
-from matching_pipeline.store import ResultsDatabase, parse_chunk_key
+from matching_pipeline.results.store import ResultsDatabase, parse_chunk_key
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

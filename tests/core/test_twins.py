@@ -7,7 +7,7 @@ import pytest
 
 from matching_pipeline.core.catalog import CatalogIndex
 from matching_pipeline.core.enhanced import match_enhanced
-from matching_pipeline.stress_data import TWIN_CLASSES, generate_twins
+from matching_pipeline.sample.twins import TWIN_CLASSES, generate_twins
 
 
 @pytest.fixture(scope="module")

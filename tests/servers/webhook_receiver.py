@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from http.server import ThreadingHTTPServer
 
-from matching_pipeline.notifications import SIGNATURE_HEADER, verify
+from matching_pipeline.jobs.notifications import SIGNATURE_HEADER, verify
 from tests.servers import QuietHandler
 
 SECRET = "webhook-secret-value"

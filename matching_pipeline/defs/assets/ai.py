@@ -46,7 +46,7 @@ from matching_pipeline.core.llm import (
 from matching_pipeline.core.models import Candidate, Decision
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset, wants_verify
-from matching_pipeline.store import CHUNK_SIZE, ResultsDatabase
+from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase
 
 CACHE_NAMESPACE = "ai"
 METHOD = "llm"

@@ -14,7 +14,7 @@ import dagster as dg
 from matching_pipeline.core.readers import InputError
 from matching_pipeline.defs.resources import CatalogResource, ResultsDatabaseResource
 from matching_pipeline.defs.stages import STAGE_SPECS
-from matching_pipeline.evaluate import evaluate_project
+from matching_pipeline.results.evaluation import evaluate_project
 
 
 class EvaluationResource(dg.ConfigurableResource):

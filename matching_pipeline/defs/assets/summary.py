@@ -8,7 +8,7 @@ import dagster as dg
 from matching_pipeline.core.models import RESULT_STAGES
 from matching_pipeline.defs.resources import InboxResource, ResultsDatabaseResource
 from matching_pipeline.defs.stages import STAGE_SPECS
-from matching_pipeline.reports import export_results
+from matching_pipeline.results.reports import export_results
 
 
 @dg.asset(

@@ -52,7 +52,7 @@ from matching_pipeline.core.web_evidence import (
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.search_resource import NOT_CONFIGURED_NOTE, SearchResource
 from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 
 MAX_CANDIDATES = 10
 CONFIRM_NAMESPACE = "web_confirm"

@@ -46,7 +46,7 @@ from matching_pipeline.core.readers import (
     content_hash,
     read_table,
 )
-from matching_pipeline.store import PROJECT_NAME, Batch, ResultsDatabase
+from matching_pipeline.results.store import PROJECT_NAME, Batch, ResultsDatabase
 
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial")
 """Names that say "still being written": never read until renamed."""

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from matching_pipeline.core.models import HUMAN_STAGE, ITEM_FIELDS, RESULT_STAGES, STAGES, Candidate, Decision
 from matching_pipeline.core.review import ReviewSettings, review_reason
-from matching_pipeline.faults import retry_safe
+from matching_pipeline.results.faults import retry_safe
 
 CHUNK_SIZE = 10
 """Items per chunk partition. Fixed: chunks are never re-cut once they exist."""

@@ -51,9 +51,9 @@ from matching_pipeline.defs.stages import (
     plan_runs,
     run_tags,
 )
-from matching_pipeline.pools import end_dead_run, process_gone, reap_dead_runs, terminate_local_run
-from matching_pipeline.runner import _first_error, ensure_partitions, execute_stage_run
-from matching_pipeline.status import (
+from matching_pipeline.jobs.pools import end_dead_run, process_gone, reap_dead_runs, terminate_local_run
+from matching_pipeline.jobs.runner import _first_error, ensure_partitions, execute_stage_run
+from matching_pipeline.jobs.status import (
     ACTIVE,
     JOB_TYPES,
     STARTED,
@@ -66,7 +66,7 @@ from matching_pipeline.status import (
     load_job,
     stage_of_job_name,
 )
-from matching_pipeline.store import Batch
+from matching_pipeline.results.store import Batch
 
 MAX_RETRIES = "dagster/max_retries"
 LOCATION_NAME = os.environ.get("MATCHING_CODE_LOCATION", "matching_pipeline")
@@ -495,8 +495,8 @@ def cli_control(args: Any, instance: dg.DagsterInstance, settings: Any) -> int:
     """``matching-pipeline cancel|pause|resume|retry JOB``: print the job's view afterwards."""
     import json
 
-    from matching_pipeline.notifications import notify_job_if_finished
-    from matching_pipeline.status import job_status
+    from matching_pipeline.jobs.notifications import notify_job_if_finished
+    from matching_pipeline.jobs.status import job_status
 
     defs = None
     if args.command in ("resume", "retry") and not args.submit:

@@ -23,8 +23,8 @@ import pandas as pd
 
 from matching_pipeline.core.models import HUMAN_STAGE
 from matching_pipeline.core.readers import InputError, Problem
-from matching_pipeline.exports import FORMULA_TRIGGERS, write_csv
-from matching_pipeline.store import OpenReview, ResultsDatabase
+from matching_pipeline.results.exports import FORMULA_TRIGGERS, write_csv
+from matching_pipeline.results.store import OpenReview, ResultsDatabase
 
 DECISION_COLUMN = "decision"
 NONE_WORDS = frozenset({"none", "none of these"})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from matching_pipeline.exports import write_csv
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.exports import write_csv
+from matching_pipeline.results.store import ResultsDatabase
 
 EXPORT_COLUMNS = ["item_id", "catalog_id", "stage", "method", "confidence", "error", "description", "part_number", "manufacturer", "gtin"]
 

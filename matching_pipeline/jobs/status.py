@@ -41,7 +41,7 @@ from matching_pipeline.defs.stages import (
     TAG_PROJECT,
     TAG_STAGES,
 )
-from matching_pipeline.store import CHUNK_SIZE
+from matching_pipeline.results.store import CHUNK_SIZE
 
 TAG_SUPERSEDED = "matching/superseded"
 """A queued run whose chunks ``/process`` executed in-process instead: not a cancellation."""

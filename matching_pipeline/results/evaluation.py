@@ -21,7 +21,7 @@ from matching_pipeline.core.evaluation import (
     read_labels,
 )
 from matching_pipeline.core.models import HUMAN_STAGE, Decision
-from matching_pipeline.store import ResultsDatabase
+from matching_pipeline.results.store import ResultsDatabase
 
 REPORT_NAME = "evaluation.json"
 CHART_NAME = "precision_coverage.png"

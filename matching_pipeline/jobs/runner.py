@@ -16,10 +16,10 @@ import dagster as dg
 
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
-from matching_pipeline.faults import connection_fault
-from matching_pipeline.pools import LIVE_STATUSES, free_slots, hold_pool_slot, process_tags
+from matching_pipeline.results.faults import connection_fault
+from matching_pipeline.jobs.pools import LIVE_STATUSES, free_slots, hold_pool_slot, process_tags
 from matching_pipeline.settings import pool_wait_timeout_seconds
-from matching_pipeline.store import Batch
+from matching_pipeline.results.store import Batch
 
 
 @dataclass(frozen=True)

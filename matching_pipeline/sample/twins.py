@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from matching_pipeline.sample_data import generate_catalog
+from matching_pipeline.sample.generator import generate_catalog
 
 TWIN_CLASSES: tuple[str, ...] = (
     "maker",

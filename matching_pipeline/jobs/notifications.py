@@ -28,7 +28,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from matching_pipeline.core.models import STAGES
 from matching_pipeline.defs.jobs import stage_jobs
 from matching_pipeline.defs.stages import TAG_JOB
-from matching_pipeline.status import job_status, load_job
+from matching_pipeline.jobs.status import job_status, load_job
 
 TAG_NOTIFIED = "matching/notified"
 SIGNATURE_HEADER = "X-Matching-Signature"
