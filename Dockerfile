@@ -21,8 +21,9 @@ WORKDIR /opt/matching/app
 COPY pyproject.toml requirements.lock README.md ./
 COPY matching_pipeline ./matching_pipeline
 # Versions come from the lock file, as `make install` does; the `k8s` extra adds dagster-k8s, which
-# Dagster's Helm deployment needs in user-code images (K8sRunLauncher, run monitoring).
-RUN pip install -c requirements.lock ".[k8s]" \
+# Dagster's Helm deployment needs in user-code images (K8sRunLauncher, run monitoring); `s3` adds
+# s3fs for an index and inbox in object storage (MATCHING_INDEX_URL, MATCHING_INBOX_URL).
+RUN pip install -c requirements.lock ".[k8s,s3]" \
     && mkdir -p "$DAGSTER_HOME" "$MATCHING_DATA_DIR" \
     && chown -R matching:matching /opt/dagster "$MATCHING_DATA_DIR"
 

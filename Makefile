@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MATCHING_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install demo test dev bench-quality clean
+.PHONY: install demo test test-fast lint dev bench-quality clean
 
 $(BIN)/matching-pipeline: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/matching-pipeline match --project demo --items matching_pipeline/sample/items.csv --out out/demo_results.csv
 
-test: install
+# What CI runs (.ci/run): lint, types, then every test tier (Postgres on 127.0.0.1:5432 included).
+test: lint
 	$(BIN)/python -m pytest -q
+
+# The quick loop while editing: the pure core and the unit tests; no Postgres, no daemon, nothing slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not postgres and not e2e and not slow"
+
+lint: install
+	$(BIN)/ruff check
+	$(BIN)/mypy matching_pipeline
 
 # The Dagster UI and daemon (sensors, schedules, run queue) on http://127.0.0.1:3000
 dev: install $(DAGSTER_HOME)/dagster.yaml

@@ -122,8 +122,8 @@ def main() -> int:
     from matching_pipeline.core.enhanced import match_enhanced
     from matching_pipeline.core.readers import CATALOG, ITEMS, read_table
     from matching_pipeline.defs.stages import STAGE_SPECS
-    from matching_pipeline.sample.generator import write_sample
     from matching_pipeline.results.store import CHUNK_SIZE
+    from matching_pipeline.sample.generator import write_sample
 
     work = Path(tempfile.mkdtemp(prefix="mp-bench-"))
     paths = write_sample(work / "sample", n_catalog=args.catalog, n_items=args.items, seed=args.seed)

@@ -36,8 +36,8 @@ import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from matching_pipeline.jobs.runner import ensure_partitions, run_stage  # noqa: E402
-from matching_pipeline.settings import Settings  # noqa: E402
 from matching_pipeline.results.store import ResultsDatabase  # noqa: E402
+from matching_pipeline.settings import Settings  # noqa: E402
 from tests.servers.search_server import FakeSearch  # noqa: E402
 
 TARGET_RATIO = 1.15
@@ -112,7 +112,9 @@ def main() -> int:
         server.responder = responder(args.items)
         data = Path(tmp)
         catalog.to_csv(data / "catalog.csv", index=False)
-        settings = Settings(data_dir=data, inbox_dir=data / "inbox", database_url=f"sqlite:///{data / 'results.db'}", catalog_path=data / "catalog.csv")
+        settings = Settings(
+            data_dir=data, inbox_dir=data / "inbox", database_url=f"sqlite:///{data / 'results.db'}", catalog_path=data / "catalog.csv"
+        )
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "BRAVE_SEARCH_API_KEY", "MATCHING_DATABASE_URL", "MATCHING_SEARCH_PROVIDER"):
             os.environ.pop(name, None)
         os.environ.update(SEARXNG_URL=server.url, MATCHING_SEARCH_QPS=str(args.qps))

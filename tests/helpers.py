@@ -1,21 +1,28 @@
 """Helpers the job-level tests share: ingesting a generated sample, breaking and restoring a
-chunk, reading results, holding a stage mid-job, waiting for a condition."""
+chunk, reading results, holding a stage mid-job, waiting for a condition, serving an ASGI app
+over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import uvicorn
 
 from matching_pipeline.defs import stages as stages_module
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.jobs.runner import ensure_partitions
+from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.settings import Settings
 
 
@@ -80,3 +87,31 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at this moment."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_app(app: Any, *, token: str | None = None, timeout: float = 60) -> Iterator[httpx.Client]:
+    """``app`` (ASGI) under uvicorn in a thread on a free port of 127.0.0.1, and an httpx client
+    for it that sends ``token`` as the bearer token; the server stops when the block ends."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=timeout) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(10)

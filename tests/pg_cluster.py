@@ -21,7 +21,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,15 +109,3 @@ class PostgresCluster:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    """A started private cluster (import this fixture into the test module that needs it)."""
-    require_cluster_binaries()
-    pg = PostgresCluster()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.destroy()

@@ -21,8 +21,8 @@ from matching_pipeline.clients.openai_chat import ChatAPIError, ChatSession, Quo
 from matching_pipeline.defs.assets.ai import SKIPPED_NOTE, AIStage
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.jobs.runner import ensure_partitions, run_stage
-from matching_pipeline.settings import SAMPLE_DIR, Settings
 from matching_pipeline.results.store import ResultsDatabase
+from matching_pipeline.settings import SAMPLE_DIR, Settings
 from tests.servers.openai_server import FakeOpenAI, answer_enums, synthetic_workload
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,7 +72,7 @@ def test_picks_the_right_candidate_with_a_schema_per_request(server, stage, shap
     sizes = sorted(len(b["response_format"]["json_schema"]["schema"]["required"]) for b in server.bodies())
     assert sizes == ([1] * 12 if shape == "item" else [2, 10])
 
-    first_chunk = [d for d, key in zip(decisions, items["chunk_key"]) if key.endswith("00001")]
+    first_chunk = [d for d, key in zip(decisions, items["chunk_key"], strict=True) if key.endswith("00001")]
     meta = logic.chunk_metadata(first_chunk)
     assert meta["requests"] == (10 if shape == "item" else 1)
     assert meta["prompt_tokens"] > 0 and meta["completion_tokens"] > 0 and meta["estimated_cost_usd"] > 0
@@ -89,7 +89,7 @@ def test_chunk_mode_packs_ten_items_per_request_across_chunks_and_counts_each_re
     assert len(answer_enums(body)) == 10
 
     per_chunk = [
-        logic.chunk_metadata([d for d, key in zip(decisions, left["chunk_key"]) if key == chunk])
+        logic.chunk_metadata([d for d, key in zip(decisions, left["chunk_key"], strict=True) if key == chunk])
         for chunk in left["chunk_key"].unique()
     ]
     assert [m["requests"] for m in per_chunk] == [1, 0, 0]  # filed under its first item's chunk
@@ -208,8 +208,6 @@ def ingest(settings: Settings, instance: dg.DagsterInstance, n: int) -> list[str
 
 
 def build_defs(settings: Settings, monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEARXNG_URL", "BRAVE_SEARCH_API_KEY", "MATCHING_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     from matching_pipeline.definitions import build_definitions

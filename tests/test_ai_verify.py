@@ -26,8 +26,8 @@ from matching_pipeline.defs.assets.ai import SECOND_OPINION, AIStage
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.stages import pending_items, wants_verify
 from matching_pipeline.jobs.runner import run_stage
-from matching_pipeline.settings import Settings
 from matching_pipeline.results.store import ResultsDatabase
+from matching_pipeline.settings import Settings
 from tests.servers.openai_server import FakeOpenAI, answer_enums, best_overlap, read_candidates
 from tests.test_ai_stage import build_defs, chunk_metadata, ingest
 

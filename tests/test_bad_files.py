@@ -7,7 +7,6 @@ cursor carried from tick to tick.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -22,24 +21,19 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from matching_pipeline.results import ingest as ingest_module
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import new_items_sensor
+from matching_pipeline.results import ingest as ingest_module
 from matching_pipeline.settings import Settings
 
 GOOD = "item_id,description,part_number\ng1,Cordless drill 18V,DR-18\ng2,Hammer 500 g,HM-500\ng3,Saw blade 254 mm,SB-254\n"
 """A valid three-item file that shares every tick with a bad one."""
 
-ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEARXNG_URL", "BRAVE_SEARCH_API_KEY", "MATCHING_DATABASE_URL", "MATCHING_WEBHOOK_URL")
-
-
 class Inbox:
     """An inbox, its sensor and the sensor's cursor, evaluated tick by tick."""
 
     def __init__(self, settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch):
-        for name in ENV:
-            monkeypatch.delenv(name, raising=False)
         from matching_pipeline.definitions import build_definitions
 
         self.settings = settings
@@ -99,7 +93,7 @@ class Inbox:
 @pytest.fixture
 def inbox(settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> Inbox:
     """Settle time 0: each file is taken at first sight (the settle check has its own tests)."""
-    return Inbox(dataclasses.replace(settings, inbox_settle_seconds=0.0), instance, monkeypatch)
+    return Inbox(settings.replace(inbox_settle_seconds=0.0), instance, monkeypatch)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -332,8 +326,6 @@ def test_an_unreachable_database_leaves_files_in_the_inbox_for_the_next_tick(inb
 def test_the_cli_refuses_the_same_files_with_exit_2_and_no_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from matching_pipeline import cli
 
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MATCHING_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MATCHING_MAX_DESCRIPTION_CHARS", "50")
     cases = {
@@ -388,7 +380,7 @@ def test_many_rows_are_accepted_whole(inbox: Inbox) -> None:
 
 @pytest.fixture
 def settling_inbox(settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> Inbox:
-    return Inbox(dataclasses.replace(settings, inbox_settle_seconds=0.6), instance, monkeypatch)
+    return Inbox(settings.replace(inbox_settle_seconds=0.6), instance, monkeypatch)
 
 
 def thousand_rows() -> bytes:
@@ -414,7 +406,7 @@ class Clock:
 def test_a_file_written_in_two_halves_is_stored_only_once_whole(settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     """The campaign's case: half a 1,000-row CSV written, a pause, then the rest. Settle time 5 s
     (the default), ticks every 3 s of the sensor's clock."""
-    inbox = Inbox(dataclasses.replace(settings, inbox_settle_seconds=5.0), instance, monkeypatch)
+    inbox = Inbox(settings.replace(inbox_settle_seconds=5.0), instance, monkeypatch)
     clock = Clock(1_000.0)
     monkeypatch.setattr(ingest_module, "time", clock)
     data = thousand_rows()
@@ -488,7 +480,7 @@ def test_a_done_marker_makes_a_file_go_at_once_and_is_removed(settling_inbox: In
 
 
 def test_markers_can_be_required(settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
-    inbox = Inbox(dataclasses.replace(settings, inbox_settle_seconds=0.0, inbox_require_done=True), instance, monkeypatch)
+    inbox = Inbox(settings.replace(inbox_settle_seconds=0.0, inbox_require_done=True), instance, monkeypatch)
     inbox.drop("items.csv", GOOD)
     inbox.drop("orphan.csv.done", b"")  # a marker without its file: nothing to take
     skip = inbox.tick()

@@ -7,12 +7,13 @@ import threading
 import dagster as dg
 import pytest
 
-from matching_pipeline.jobs import control
 from matching_pipeline.core.models import Decision
 from matching_pipeline.defs.assets import enhanced as enhanced_module
+from matching_pipeline.defs.requests import list_requests
 from matching_pipeline.defs.stages import STAGE_SPECS, TAG_STAGES, plan_runs
-from matching_pipeline.jobs.status import TAG_CONTROL, job_status
-from tests.helpers import break_chunk, Gate, ingest_items, restore_chunk, result_rows
+from matching_pipeline.jobs import control
+from matching_pipeline.jobs.status import job_status
+from tests.helpers import Gate, break_chunk, ingest_items, restore_chunk, result_rows
 
 
 def runs_of(instance: dg.DagsterInstance, job: str, stage: str | None = None) -> list[dg.DagsterRun]:
@@ -36,8 +37,9 @@ def test_cancel_stops_queued_runs_and_the_job_stays_canceled(job_settings, job_d
     batch = ingest_items(job_settings, instance, generated_sample, 30)
     job = control.create_job(instance, batch, "all")
     control.cancel_job(instance, job, reason="customer withdrew the list")
-    (run,) = runs_of(instance, job)
-    assert run.status == dg.DagsterRunStatus.CANCELED and run.tags[TAG_CONTROL] == "canceled"
+    assert not runs_of(instance, job)  # the request never became a run
+    (request,) = list_requests(instance, job)
+    assert request.state == "canceled" and request.reason == "customer withdrew the list"
     view = job_status(instance, job)
     assert view["status"] == "canceled" and view["error"] == "customer withdrew the list"
     with pytest.raises(control.ControlError):
@@ -93,7 +95,7 @@ def test_pause_cancels_queued_runs_without_calling_the_job_canceled(job_settings
     batch = ingest_items(job_settings, instance, generated_sample, 20)
     job = control.create_job(instance, batch, "enhanced")
     control.pause_job(instance, job)
-    assert runs_of(instance, job)[0].status == dg.DagsterRunStatus.CANCELED
+    assert [r.state for r in list_requests(instance, job)] == ["paused"] and not runs_of(instance, job)
     view = job_status(instance, job)
     assert view["status"] == "pending" and view["paused"]
     control.resume_job(instance, job, defs=job_defs)

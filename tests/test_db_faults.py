@@ -22,10 +22,12 @@ import sqlalchemy as sa
 
 from matching_pipeline.core.models import Decision
 from matching_pipeline.results.faults import DatabaseUnavailable, connection_fault
-from matching_pipeline.settings import SAMPLE_DIR
 from matching_pipeline.results.store import ResultsDatabase
-from tests.pg_cluster import PostgresCluster, cluster  # noqa: F401 - the fixture
+from matching_pipeline.settings import SAMPLE_DIR
+from tests.pg_cluster import PostgresCluster
 from tests.servers.openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.postgres  # a private cluster on a spare port
 
 ROOT = Path(__file__).parents[1]
 
@@ -63,7 +65,7 @@ def _env(tmp_path: Path, cluster: PostgresCluster, server: FakeOpenAI, *, dagste
     home.mkdir(exist_ok=True)
     config = ROOT / "deploy" / "postgres" / "dagster.yaml" if dagster_on_postgres else ROOT / "dagster.yaml"
     (home / "dagster.yaml").write_text(config.read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MATCHING_", "OPENAI_", "SEARXNG", "BRAVE", "DAGSTER_"))}
+    env = dict(os.environ)  # without the pipeline's variables: see conftest.clean_env
     env.update(
         DAGSTER_HOME=str(home),
         MATCHING_DATABASE_URL=cluster.create_database("results"),
@@ -122,6 +124,7 @@ def _run_statuses(env: dict[str, str]) -> Counter:
 LIVE = {dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 
 
+@pytest.mark.slow
 def test_results_database_down_during_the_ai_stage_fails_the_run_in_one_line_and_a_rerun_finishes(
     tmp_path: Path, cluster: PostgresCluster
 ) -> None:
@@ -132,8 +135,8 @@ def test_results_database_down_during_the_ai_stage_fails_the_run_in_one_line_and
         out, err = first.communicate(timeout=120)
         assert first.returncode == 3, out + err
         assert "Traceback" not in out + err
-        ai_line = next(line for line in out.splitlines() if line.startswith("[ai]"))
-        assert "FAILED" in ai_line and "results database unreachable for 2s: connection to server at" in ai_line
+        ai_line = next(line for line in out.splitlines() if line.startswith("[ai]") and "FAILED" in line)
+        assert "results database unreachable for 2s: connection to server at" in ai_line
         assert err.strip().splitlines()[-1].startswith("matching-pipeline: database unavailable: results database unreachable")
         assert not LIVE & set(_run_statuses(env))  # the failed run is recorded as failed
 
@@ -143,6 +146,7 @@ def test_results_database_down_during_the_ai_stage_fails_the_run_in_one_line_and
     _assert_all_done_once(env)
 
 
+@pytest.mark.slow
 def test_a_postgres_restart_under_dagster_storage_and_results_is_ridden_out(tmp_path: Path, cluster: PostgresCluster) -> None:
     with FakeOpenAI(latency_s=0.3) as server:
         env = _env(tmp_path, cluster, server, dagster_on_postgres=True)
@@ -155,6 +159,7 @@ def test_a_postgres_restart_under_dagster_storage_and_results_is_ridden_out(tmp_
     assert not LIVE & set(_run_statuses(env))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("MATCHING_SLOW_TESTS"), reason="about 2 minutes of dagster-postgres retries; set MATCHING_SLOW_TESTS=1")
 def test_dagster_storage_gone_for_good_ends_the_cli_in_one_line_and_a_rerun_finishes(tmp_path: Path, cluster: PostgresCluster) -> None:
     with FakeOpenAI(latency_s=0.3) as server:

@@ -323,7 +323,7 @@ def test_manifest_matches_kubernetes_schema(name: str, document: dict[str, Any])
 
 def test_kubernetes_validation_rejects_unknown_fields() -> None:
     deployment = copy.deepcopy(_k8s_object("Deployment", "matching-pipeline-api"))
-    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["prot"] = 8000
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["prot"] = 8000
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
@@ -337,7 +337,8 @@ def test_api_serves_where_its_probes_and_service_look() -> None:
     (declared,) = container["ports"]
     assert declared["containerPort"] == port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["tcpSocket"]["port"] == declared["name"]
+        # The API's public health route (tests/test_api.py checks it answers without the token).
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": declared["name"]}
     service = _k8s_object("Service", "matching-pipeline-api")
     assert service["spec"]["ports"][0]["targetPort"] == declared["name"]
     deployment = _k8s_object("Deployment", "matching-pipeline-api")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,10 +22,14 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers import free_port
 from tests.servers.webhook_receiver import SECRET, Receiver
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,10 +53,12 @@ def fresh_database():
         admin.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def view_chunks(instance: dg.DagsterInstance, job_id: str) -> list[str]:
+    from matching_pipeline.defs.job_facts import load_job
+
+    facts = load_job(instance, job_id)
+    assert facts is not None
+    return facts.chunks
 
 
 def _wait(predicate, timeout: float, what: str, procs=()):
@@ -86,11 +91,9 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
             "MATCHING_WEBHOOK_SECRET": SECRET,
             "MATCHING_NOTIFY_INTERVAL_SECONDS": "5",
         }
-        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEARXNG_URL", "BRAVE_SEARCH_API_KEY"):
-            monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        child_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEARXNG_URL", "BRAVE_SEARCH_API_KEY")}
+        child_env = dict(os.environ)  # no model or search keys: see conftest.clean_env
 
         # Build the catalog's retrieval index once here (as the catalog job would), so that the
         # runs load it instead of each building it while the others wait for CPU.
@@ -98,7 +101,7 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
 
         CatalogResource(path=str(generated_sample["catalog"]), index_dir=str(data / "catalog_index")).load_index()
 
-        port = _free_port()
+        port = free_port()
         procs = []
         try:
             for name, args in (
@@ -126,10 +129,10 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
             past = time.time() - 60
             os.utime(path, (past, past))
 
-            from matching_pipeline.jobs import control
             from matching_pipeline.defs.resources import open_results_database
-            from matching_pipeline.results.ingest import ingest_file
+            from matching_pipeline.jobs import control
             from matching_pipeline.jobs.status import job_status, list_jobs
+            from matching_pipeline.results.ingest import ingest_file
 
             instance = dg.DagsterInstance.get()
             try:
@@ -160,7 +163,7 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
                 assert all(valid for _, _, valid in receiver.received)
 
                 # The webserver shows the same runs (it reads the same Postgres storage).
-                query = '{ runsOrError(filter: {tags: [{key: "matching/job", value: "%s"}]}) { ... on Runs { results { jobName status } } } }' % job_id
+                query = '{ runsOrError(filter: {tags: [{key: "matching/job", value: "' + job_id + '"}]}) { ... on Runs { results { jobName status } } } }'
                 runs = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=30).json()["data"]["runsOrError"]["results"]
                 assert sorted(r["jobName"] for r in runs) == ["ai_job", "enhanced_job", "web_search_job"]
                 assert {r["status"] for r in runs} == {"SUCCESS"}
@@ -171,6 +174,22 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
                     120, "the daemon to run the submitted job", procs,
                 )
                 assert done["status"] == "completed" and done["processedItems"] == 12
+
+                # A backfill of enhanced_matches alone, launched as the UI does (GraphQL), is a job:
+                # the cascade carries its chunks through AI and web search under the backfill's id.
+                mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+                    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+                params = {"partitionNames": view_chunks(instance, job_id), "assetSelection": [{"path": ["enhanced_matches"]}]}
+                launched = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": mutation, "variables": {"params": params}}, timeout=60).json()
+                backfill_id = launched["data"]["launchPartitionBackfill"].get("backfillId")
+                assert backfill_id, launched
+                carried = _wait(
+                    lambda: (v := job_status(instance, backfill_id)) and v["status"] in ("completed", "failed") and v,
+                    240, "the backfill's chunks to go through the cascade", procs,
+                )
+                assert carried["status"] == "completed" and carried["backfill"] and carried["processedItems"] == 35, carried
+                assert [s["doneChunks"] for s in carried["stages"]] == [4, 4, 4]
+                assert backfill_id in {v["id"] for v in list_jobs(instance, "acme")}
             finally:
                 instance.dispose()
         finally:

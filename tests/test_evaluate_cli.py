@@ -11,16 +11,15 @@ import pytest
 from matching_pipeline.cli import main
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.settings import SAMPLE_DIR, Settings
-from tests.test_cli import env  # noqa: F401  (the isolated DAGSTER_HOME and data dir fixture)
 
 TRUTH = SAMPLE_DIR / "truth.csv"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def matched(env: Path) -> Path:  # noqa: F811
+def matched(cli_env: Path) -> Path:
     assert main(["match", "--project", "demo", "--items", str(SAMPLE_DIR / "items.csv"), "--stages", "enhanced"]) == 0
-    return env
+    return cli_env
 
 
 def test_evaluate_reports_what_an_independent_join_with_the_truth_says(matched: Path, capsys) -> None:

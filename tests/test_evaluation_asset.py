@@ -8,8 +8,8 @@ import pytest
 
 from matching_pipeline.defs.assets.evaluation import evaluation, precision_on_labels
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.jobs.runner import ensure_partitions, run_stage
+from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 
 
@@ -74,5 +74,5 @@ def test_target_precision_is_configured_once_and_reaches_the_check(monkeypatch, 
     resource = build_definitions(settings).resources["evaluation_config"]
     assert (resource.target_precision, resource.labels_dir) == (0.95, str(tmp_path / "labels"))
     monkeypatch.setenv("MATCHING_TARGET_PRECISION", "99")
-    with pytest.raises(ValueError, match="MATCHING_TARGET_PRECISION must be in"):
+    with pytest.raises(ValueError, match="MATCHING_TARGET_PRECISION='99': Input should be less than or equal to 1"):
         Settings.from_env()

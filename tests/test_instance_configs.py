@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.pg_cluster import PostgresCluster, cluster  # noqa: F401 - the fixture
+from tests.pg_cluster import PostgresCluster
 
 ROOT = Path(__file__).parents[1]
 
@@ -33,6 +33,7 @@ def test_default_instance_config_loads_with_slot_freeing(tmp_path: Path) -> None
         _assert_monitoring(instance)
 
 
+@pytest.mark.postgres
 def test_postgres_instance_config_loads_with_slot_freeing(
     tmp_path: Path, cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

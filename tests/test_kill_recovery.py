@@ -26,6 +26,8 @@ from matching_pipeline.settings import SAMPLE_DIR
 from tests.servers.openai_server import FakeOpenAI
 from tests.servers.search_server import FakeSearch
 
+pytestmark = pytest.mark.slow  # each test runs the CLI as a process, twice
+
 ROOT = Path(__file__).parents[1]
 LATENCY_S = 0.25
 

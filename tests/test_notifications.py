@@ -1,4 +1,5 @@
-"""Webhooks: a real receiver on 127.0.0.1 checks the HMAC signature; failures never fail a job."""
+"""Webhooks: a real receiver on 127.0.0.1 verifies the Standard Webhooks signature with the
+``standardwebhooks`` library and refuses replays; failures never fail a job."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
+from matching_pipeline.clients.webhooks import post_signed, signed_headers, verify
+from matching_pipeline.defs.notifications import job_completed_webhook, notify_job_if_finished
 from matching_pipeline.jobs import control
-from matching_pipeline.jobs.notifications import SIGNATURE_HEADER, job_completed_webhook, notify_job_if_finished, verify
 from matching_pipeline.jobs.status import job_status
 from tests.helpers import ingest_items
 from tests.servers.webhook_receiver import SECRET, Receiver
@@ -43,8 +45,9 @@ def test_completed_job_is_posted_once_signed_and_retried(job_settings, job_defs,
     assert "notified completed" in str(result.skip_message if hasattr(result, "skip_message") else result)
 
     assert len(receiver.received) == 3  # 500, 503, then 200
-    body, signature, valid = receiver.received[-1]
-    assert valid and signature.startswith("sha256=")
+    body, headers, valid = receiver.received[-1]
+    assert valid and headers["webhook-signature"].startswith("v1,") and headers["webhook-id"].startswith("msg_")
+    assert len({h["webhook-id"] for _, h, _ in receiver.received}) == 1  # retries carry the same message id
     payload = json.loads(body)
     assert payload["event"] == "job.completed" and payload["job"] == job_status(instance, job)
     assert SECRET not in caplog.text and "token=abc" not in caplog.text
@@ -73,10 +76,24 @@ def test_a_failing_receiver_never_fails_the_job(job_settings, job_defs, instance
     assert notify_job_if_finished(instance, other) is None
 
 
-def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
-    import hashlib
-    import hmac
+def test_signature_is_standard_webhooks_and_replays_are_refused(receiver) -> None:
+    from datetime import UTC, datetime, timedelta
 
-    body = b'{"a":1}'
-    expected = "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
-    assert verify("k", body, expected) and not verify("k", body + b" ", expected) and not verify("k", body, None)
+    body = '{"a":1}'
+    headers = signed_headers("k", body)
+    assert verify("k", body, headers) and not verify("k", body + " ", headers) and not verify("other", body, headers)
+    assert not verify("k", body, {k: v for k, v in headers.items() if k != "webhook-signature"})
+    stale = signed_headers("k", body, now=datetime.now(UTC) - timedelta(minutes=10))
+    assert not verify("k", body, stale)  # too old: a captured message cannot be replayed later
+    # A Standard Webhooks secret (whsec_ + base64) works as other senders and receivers use it.
+    assert verify("whsec_" + "a2V5LWJ5dGVz", body, signed_headers("whsec_a2V5LWJ5dGVz", body))
+
+    # The receiver refuses a message id it has accepted before (a replay of a delivered message).
+    receiver.answers[:] = []
+    assert post_signed(receiver.url, {"a": 1}, SECRET, attempts=1) == 200
+    raw, first, valid = receiver.received[-1]
+    assert valid
+    import httpx
+
+    replayed = httpx.post(receiver.url, content=raw, headers={**first, "content-type": "application/json"})
+    assert replayed.status_code == 409 and receiver.received[-1][2] is False

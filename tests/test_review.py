@@ -5,9 +5,7 @@ HTTP API over real HTTP, and the open count in the summary asset."""
 from __future__ import annotations
 
 import csv
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from matching_pipeline.api import create_app
 from matching_pipeline.cli import main
@@ -26,9 +23,9 @@ from matching_pipeline.definitions import build_resources
 from matching_pipeline.defs.assets.summary import match_summary
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.jobs.runner import run_stage
-from matching_pipeline.settings import Settings
 from matching_pipeline.results.store import ResultsDatabase
-from tests.helpers import ingest_items
+from matching_pipeline.settings import Settings
+from tests.helpers import ingest_items, serve_app
 
 TOKEN = "review-t0ken"
 OLD_VIEW = """
@@ -42,7 +39,7 @@ WHERE (CASE r.stage WHEN 'enhanced' THEN 0 WHEN 'ai' THEN 1 WHEN 'web_search' TH
 """The view as databases made before human decisions existed hold it."""
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'results.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
 
@@ -155,6 +152,7 @@ def test_an_old_database_gets_the_new_ranking_even_when_processes_start_at_once(
         conn.exec_driver_sql(OLD_VIEW)
         conn.exec_driver_sql("DROP TABLE review_reasons")
         conn.exec_driver_sql("DROP TABLE schema_marks")
+        conn.exec_driver_sql("DROP TABLE results_alembic_version")  # it predates migrations
     assert database.final_matches("acme").set_index("item_id").loc["i3", "stage"] == "enhanced"  # human unranked
     database.dispose()
 
@@ -191,8 +189,6 @@ def test_an_old_database_gets_the_new_ranking_even_when_processes_start_at_once(
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ResultsDatabase:
     """The CLI's environment on the bundled sample catalog, with the seeded queue in its database."""
     monkeypatch.setenv("MATCHING_DATA_DIR", str(tmp_path / "data"))
-    for name in ("MATCHING_DATABASE_URL", "MATCHING_CATALOG_PATH", "MATCHING_CATALOG_COLUMNS"):
-        monkeypatch.delenv(name, raising=False)
     open_results_database.cache_clear()
     database = open_results_database(f"sqlite:///{(tmp_path / 'data' / 'results.db').resolve()}")
     yield database
@@ -329,30 +325,13 @@ def test_rerunning_the_stages_keeps_human_decisions_final(job_settings, job_defs
 # -- the HTTP API ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def api(job_settings, job_defs, instance) -> Iterator[tuple[httpx.Client, ResultsDatabase, list[str]]]:
     db = open_results_database(job_settings.database_url)
     catalog = job_defs.resources["catalog_source"].load_frame()["catalog_id"].tolist()
     seed(db, IDS, catalog)
-    app = create_app(instance, settings=job_settings, defs=job_defs, token=TOKEN)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
+    with serve_app(create_app(instance, settings=job_settings, defs=job_defs, token=TOKEN), token=TOKEN) as client:
         yield client, db, catalog
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_api_lists_the_queue_and_takes_decisions(api) -> None:
@@ -404,8 +383,8 @@ def test_review_settings_come_from_the_environment_to_the_stage_resource(monkeyp
     assert settings.review == ReviewSettings(confidence=0.9, close_score=0.65)
     assert build_resources(settings)["results"].review() == settings.review
     monkeypatch.setenv("MATCHING_REVIEW_CLOSE_SCORE", "65")
-    with pytest.raises(ValueError, match="close_score must be between 0 and 1"):
+    with pytest.raises(ValueError, match="MATCHING_REVIEW_CLOSE_SCORE='65': Input should be less than or equal to 1"):
         Settings.from_env()
     monkeypatch.setenv("MATCHING_REVIEW_CLOSE_SCORE", "high")
-    with pytest.raises(ValueError, match="MATCHING_REVIEW_CLOSE_SCORE must be a number"):
+    with pytest.raises(ValueError, match="MATCHING_REVIEW_CLOSE_SCORE='high': Input should be a valid number"):
         Settings.from_env()

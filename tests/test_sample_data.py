@@ -133,9 +133,9 @@ def test_item_list_is_messy(catalog: pd.DataFrame, items_and_truth) -> None:
 
 def test_near_duplicate_families_exist(catalog: pd.DataFrame) -> None:
     """Two rows of one maker whose titles differ in exactly one token (64GB vs 128GB, v2 vs v3)."""
-    titles = [d.removesuffix(f" - {pn}") for d, pn in zip(catalog["description"], catalog["part_number"])]
+    titles = [d.removesuffix(f" - {pn}") for d, pn in zip(catalog["description"], catalog["part_number"], strict=True)]
     groups: dict[tuple, set[int]] = defaultdict(set)
-    for i, (maker, title) in enumerate(zip(catalog["manufacturer"], titles)):
+    for i, (maker, title) in enumerate(zip(catalog["manufacturer"], titles, strict=True)):
         tokens = title.split(" ")
         for j in range(len(tokens)):
             groups[(maker, len(tokens), j, tuple(tokens[:j] + tokens[j + 1:]))].add(i)

@@ -9,7 +9,7 @@ import pytest
 
 from matching_pipeline.jobs import control
 from matching_pipeline.jobs.status import TAG_CONTROL, job_status, list_jobs
-from tests.helpers import break_chunk, Gate, ingest_items, restore_chunk, result_rows, wait_for
+from tests.helpers import Gate, break_chunk, ingest_items, restore_chunk, result_rows, wait_for
 
 # -- tests ---------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from matching_pipeline.core.models import Candidate, Decision
 from matching_pipeline.results.store import ResultsDatabase, chunk_key, parse_chunk_key
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> ResultsDatabase:
     url = f"sqlite:///{tmp_path / 'results.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
     database = ResultsDatabase(url)
@@ -134,6 +134,7 @@ def test_cache_round_trip(db: ResultsDatabase) -> None:
     assert got["k1"]["created_at"].tzinfo is not None
 
 
+@pytest.mark.postgres
 def test_concurrent_first_starts_create_the_schema_once(postgres_database: str) -> None:
     """The webserver, the daemon and the CLI may all open a fresh database at the same moment."""
     import threading

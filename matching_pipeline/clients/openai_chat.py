@@ -35,7 +35,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 PLACEHOLDER_API_KEY = "no-key"
 """Sent to local servers (vLLM, Ollama) that need no key; the SDK refuses to start without one."""
@@ -222,10 +229,12 @@ class OpenAIChatClient:
             self.stats.attempts += 1
             began = loop.time()
             try:
-                completion = await self._sdk.chat.completions.create(
+                # Messages and the response format are plain mappings (built in core/llm.py without
+                # the SDK); the SDK's TypedDict overloads accept them at run time, not statically.
+                completion = await self._sdk.chat.completions.create(  # type: ignore[call-overload]
                     model=self.settings.model,
-                    messages=list(messages),  # type: ignore[arg-type]
-                    response_format=response_format,  # type: ignore[arg-type]
+                    messages=list(messages),
+                    response_format=response_format,
                     max_completion_tokens=max_tokens,
                     temperature=0,
                 )

@@ -206,7 +206,10 @@ class BraveProvider(SearchProvider):
         if status == 401:
             return f"Brave Search rejected the API key (401 Unauthorized): check {self.key_variable}."
         if status == 403:
-            return f"Brave Search refused the request (403 Forbidden): the plan of the key in {self.key_variable} does not cover the web search endpoint."
+            return (
+                f"Brave Search refused the request (403 Forbidden): the plan of the key in {self.key_variable} "
+                "does not cover the web search endpoint."
+            )
         return None
 
 

@@ -298,7 +298,7 @@ def _measure_at(words: list[str], i: int, vocabulary: Vocabulary) -> tuple[str |
     word = words[i]
     glued = _NUMBER_UNIT.fullmatch(word)
     if glued:
-        unit = (glued.group(2),)
+        unit: tuple[str, ...] = (glued.group(2),)
         return (glued.group(1), unit, 1) if unit in vocabulary.units else (None, (), 1)
     if not _NUMBER.fullmatch(word):
         return None, (), 1
@@ -384,10 +384,10 @@ def attribute_conflict(a: Attributes, b: Attributes) -> str | None:
         mine, theirs = a.get(category), b.get(category)
         if mine != theirs:
             return f"{_LABELS[category]}: {_fmt(mine) or 'none'} vs {_fmt(theirs) or 'none'}"
-    for mine, theirs in ((a, b), (b, a)):
-        if mine.get("accessories") and not (theirs.get("accessories") or theirs.get("included_accessories")):
-            kinds = (_fmt(mine.get("accessories")), "none")
-            return f"accessory: {kinds[0]} vs {kinds[1]}" if mine is a else f"accessory: none vs {kinds[0]}"
+    for side, other in ((a, b), (b, a)):
+        if side.get("accessories") and not (other.get("accessories") or other.get("included_accessories")):
+            kinds = (_fmt(side.get("accessories")), "none")
+            return f"accessory: {kinds[0]} vs {kinds[1]}" if side is a else f"accessory: none vs {kinds[0]}"
     dimensions = {m.dimension for m in a.measures} & {m.dimension for m in b.measures}
     for dimension in sorted(dimensions):
         mine_values = [m.value for m in a.measures if m.dimension == dimension]

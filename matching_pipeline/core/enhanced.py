@@ -17,7 +17,6 @@ evidence mislead. What is not accepted leaves with its candidates for the AI sta
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any

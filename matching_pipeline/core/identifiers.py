@@ -10,6 +10,7 @@ accept is checked with :func:`find_conflict` and a conflicting pair is left for 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -91,7 +92,7 @@ def _is_measurement(pieces: list[str]) -> bool:
         if not piece.isdigit():
             following = pieces[i - 1] + piece if i and pieces[i - 1].isdigit() else piece
             found = _MEASUREMENT.match(following)
-            return bool(found) and found.group(1) in _UNITS
+            return found is not None and found.group(1) in _UNITS
     return False
 
 
@@ -185,7 +186,7 @@ def same_model(a: str, b: str) -> bool:
     return short in long and len(long) - len(short) <= MAX_VARIANT_SUFFIX
 
 
-def _fmt(values: frozenset) -> str:
+def _fmt(values: Iterable[object]) -> str:
     return "/".join(sorted(f"{v:g}" if isinstance(v, float) else str(v) for v in values))
 
 
@@ -230,12 +231,14 @@ def find_conflict(
             return f"version: {_fmt(mine)} vs {_fmt(theirs)}"
     if a.editions - b.editions and b.editions - a.editions:
         return f"edition: {_fmt(a.editions)} vs {_fmt(b.editions)}"
+    my_quantity: int | None
+    their_quantity: int | None
     if unstated_quantity_is_one:
-        mine, theirs = a.quantity or 1, b.quantity or 1
+        my_quantity, their_quantity = a.quantity or 1, b.quantity or 1
     else:
-        mine, theirs = a.quantity, b.quantity
-    if mine is not None and theirs is not None and mine != theirs:
-        return f"quantity: {mine} vs {theirs}"
+        my_quantity, their_quantity = a.quantity, b.quantity
+    if my_quantity is not None and their_quantity is not None and my_quantity != their_quantity:
+        return f"quantity: {my_quantity} vs {their_quantity}"
     return (
         attribute_conflict(a.attributes, b.attributes)
         or _sequel_conflict(a, b)

@@ -238,11 +238,11 @@ def _entry_payload(question: Question) -> dict[str, Any]:
     ]
     compared = _codes_compared(question)
     titles = [title.casefold() for title, _, _ in rendered]
-    rendered = [
+    tagged = [
         (title, " ".join(filter(None, (maker, code if compared or titles.count(title.casefold()) > 1 else ""))))
         for title, maker, code in rendered
     ]
-    words = [title.split() for title, _ in rendered]
+    words = [title.split() for title, _ in tagged]
     head, tail = _shared_ends(words)
     entry: dict[str, Any] = {"item": _item_payload(question)}
     if head:
@@ -251,7 +251,7 @@ def _entry_payload(question: Question) -> dict[str, Any]:
         entry["suffix"] = " ".join(words[0][-tail:])
     entry["candidates"] = {
         ref: " ".join(filter(None, (" ".join(w[head : len(w) - tail]), tags)))
-        for ref, w, (_, tags) in zip(question.refs, words, rendered, strict=True)
+        for ref, w, (_, tags) in zip(question.refs, words, tagged, strict=True)
     }
     return entry
 

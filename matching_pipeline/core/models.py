@@ -50,7 +50,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(**{k: data.get(k) for k in ("catalog_id", "score", "description", "part_number", "manufacturer")})
+        fields: dict[str, Any] = {k: data.get(k) for k in ("catalog_id", "score", "description", "part_number", "manufacturer")}
+        return cls(**fields)
 
 
 @dataclass

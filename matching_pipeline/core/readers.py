@@ -339,7 +339,10 @@ def _validate(path: Path, frame: pd.DataFrame, spec: TableSpec, limits: FieldLim
         raise InputError(path, [Problem("file has a header but no rows")])
     problems: list[Problem] = [
         # Bounded like free text, not like ids: lowering the id limit must not refuse ordinary headers.
-        Problem(f"column name is {len(str(name)):,} characters long; the limit is {limits.text:,} (MATCHING_MAX_DESCRIPTION_CHARS)", column=_short(str(name), 60))
+        Problem(
+            f"column name is {len(str(name)):,} characters long; the limit is {limits.text:,} (MATCHING_MAX_DESCRIPTION_CHARS)",
+            column=_short(str(name), 60),
+        )
         for name in frame.columns
         if len(str(name)) > limits.text
     ]

@@ -75,7 +75,8 @@ def _doubtful_match(stage: str, decision: Decision, settings: ReviewSettings) ->
     if stage == "enhanced":
         # The enhanced stage's confidences are rule constants and scores; it states its own doubt.
         if evidence.get("verify"):
-            return f"{VERIFY}: fuzzy accept of {decision.catalog_id} scored {_num(evidence.get('score', decision.confidence))}, below the verify score"
+            score = _num(evidence.get("score", decision.confidence))
+            return f"{VERIFY}: fuzzy accept of {decision.catalog_id} scored {score}, below the verify score"
         return None
     if decision.confidence < settings.confidence:
         who = "model" if decision.method == "llm" else f"{stage} match"

@@ -99,11 +99,17 @@ stage's identifier accepts, because a page's identifier is one step removed from
 
 
 class SearchHit(Protocol):
-    """What evidence is read from: any result with a title, a URL and a snippet."""
+    """What evidence is read from: any result with a title, a URL and a snippet (read-only, so
+    frozen records such as the search client's results qualify)."""
 
-    title: str
-    url: str
-    snippet: str
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def snippet(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -456,7 +462,7 @@ def assess(
     profile = item if isinstance(item, ItemProfile) else ItemProfile.of(item)
     own_code_known = anchored(profile, index)
     reads: list[_Read] = []
-    contradicting: list[dict[str, str]] = []
+    contradicting: list[dict[str, Any]] = []
     rivals: set[str] = set()  # entries named by related results whose titles contradict the item
     unrelated = 0
     for result in results:
@@ -502,10 +508,10 @@ def assess(
     if refused:
         evidence["refused"] = refused
     if not left:
-        named = [c for c in contradicting if c["catalog_ids"]]
-        if not refused and not named:  # pages about other products the catalog lacks say nothing
+        naming = [c for c in contradicting if c["catalog_ids"]]
+        if not refused and not naming:  # pages about other products the catalog lacks say nothing
             return WebVerdict("no_evidence", evidence=evidence)
-        first = next(iter(refused.values()), None) or named[0]["reason"]
+        first = next(iter(refused.values()), None) or naming[0]["reason"]
         if first == NOT_CORROBORATED:
             evidence["rejected"] = first
         else:

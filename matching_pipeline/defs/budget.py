@@ -25,7 +25,6 @@ import ctypes
 import threading
 from types import TracebackType
 
-
 REFIRE_S = 0.5
 """How often the interruption is repeated until the deciding thread has left the block."""
 

@@ -124,7 +124,7 @@ class OpenAIResource(dg.ConfigurableResource):
             raw = os.environ.get(name, "").strip()
             if raw:
                 values[field] = _parse(name, raw, cls.model_fields[field].annotation)
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # each value was parsed to its field's annotation
 
 
 def _parse(name: str, raw: str, annotation: object) -> object:
@@ -134,7 +134,7 @@ def _parse(name: str, raw: str, annotation: object) -> object:
         return raw.lower() in {"1", "true", "yes"}
     if annotation in (int, float):
         try:
-            return annotation(raw)  # type: ignore[operator]
+            return annotation(raw)
         except ValueError as exc:
             raise ValueError(f"{name} must be a number, got {raw!r}") from exc
     allowed = getattr(annotation, "__args__", None)

@@ -8,16 +8,19 @@ import functools
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from fsspec import AbstractFileSystem
 
+from matching_pipeline.clients.object_store import join, open_store, publish_file
 from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
-from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.core.readers import CATALOG, FieldLimits, content_hash, read_table
-from matching_pipeline.settings import parse_column_map
+from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.results.store import ResultsDatabase
+from matching_pipeline.settings import parse_column_map
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,6 +56,11 @@ class CatalogResource(dg.ConfigurableResource):
     encoding: str = "utf-8"
     columns: str = ""
     index_dir: str
+    """The local copy of the index (the embedded default, and every worker's cache)."""
+    index_url: str = ""
+    """Where every worker finds the index (``MATCHING_INDEX_URL``: ``s3://bucket/prefix``,
+    ``file:///shared/index``); empty keeps it on this machine's disk only."""
+    s3_endpoint_url: str = ""
     max_description_chars: int = FieldLimits().text
     max_field_chars: int = FieldLimits().field
 
@@ -86,28 +94,70 @@ class CatalogResource(dg.ConfigurableResource):
     def index_path(self, version: str) -> Path:
         return Path(self.index_dir) / f"catalog-{version}.pkl"
 
+    def index_location(self, version: str) -> str:
+        """Where the index of ``version`` is shared: its object URL, or the local file."""
+        if not self.index_url:
+            return str(self.index_path(version))
+        return self.index_url.rstrip("/") + "/" + self.index_path(version).name
+
     def load_index(self) -> tuple[CatalogIndex, bool]:
-        """The index of the catalog as it is now, and whether this call had to build it."""
+        """The index of the catalog as it is now, and whether this call had to build it.
+
+        Looked for in this process's memory, then on local disk, then in the shared store
+        (``index_url``), and built only when none has it; a built or local-only index is
+        published to the shared store, so the next worker on an empty disk downloads it instead
+        of refitting for a minute. Every copy read is checked to be the version asked for.
+        """
         version = self.version()
         with _index_lock:
             cached = _loaded_indexes.get(version)
             if cached is not None:
                 return cached, False
             target = self.index_path(version)
-            built = not target.exists()
-            if built:
+            index = _read_index(target, version)
+            store = open_store(self.index_url, self.s3_endpoint_url) if self.index_url else None
+            key = join(store[1], target.name) if store else ""
+            fetched_bad = False
+            if index is None and store is not None and store[0].exists(key):
+                _download(store[0], key, target)
+                index = _read_index(target, version)
+                fetched_bad = index is None  # unreadable or another version: replace it below
+            built = index is None
+            if index is None:
                 index = CatalogIndex.build(self.load_frame(), IndexSettings(), version=version)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Write then rename, so a concurrent run never loads half a file.
-                fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-                os.close(fd)
-                index.save(Path(tmp))
-                os.replace(tmp, target)
-            else:
-                index = CatalogIndex.load(target)
+                _write_atomically(target, index.save)
+            if store is not None:
+                publish_file(store[0], str(target), key, replace=fetched_bad)
             _loaded_indexes.clear()  # keep one catalog version in memory, not every old one
             _loaded_indexes[version] = index
             return index, built
+
+
+def _read_index(path: Path, version: str) -> CatalogIndex | None:
+    """The index at ``path`` if it is there, readable and of ``version``; else None (rebuild)."""
+    if not path.exists():
+        return None
+    try:
+        index = CatalogIndex.load(path)
+    except Exception:  # noqa: BLE001 - truncated, foreign or old-format file: a rebuild replaces it
+        return None
+    return index if index.version == version else None
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write then rename, so a concurrent run never loads half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _download(fs: AbstractFileSystem, key: str, target: Path) -> None:
+    _write_atomically(target, lambda tmp: fs.get_file(key, str(tmp)))
 
 
 _index_lock = threading.Lock()
@@ -136,6 +186,9 @@ class InboxResource(dg.ConfigurableResource):
     settle_seconds: float = 5.0
     """A file without a ``.done`` marker is taken once its size and mtime held this long."""
     require_done: bool = False
+    url: str = ""
+    """An object-store inbox besides the folder (``MATCHING_INBOX_URL``; ``object_inbox.py``)."""
+    s3_endpoint_url: str = ""
 
     def field_limits(self) -> FieldLimits:
         return FieldLimits(text=self.max_description_chars, field=self.max_field_chars)

@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
+from matching_pipeline.defs.job_facts import failed_work, load_job, ordered_chunks, stages_through
 from matching_pipeline.defs.jobs import stage_jobs
-from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.partitions import ensure_chunk_keys
 from matching_pipeline.defs.resources import CatalogResource
 from matching_pipeline.defs.stages import (
     STAGE_SPECS,
@@ -38,7 +39,6 @@ from matching_pipeline.defs.stages import (
     plan_runs,
     run_tags,
 )
-from matching_pipeline.jobs.status import load_job
 
 
 def _env(name: str, default: str) -> str:
@@ -53,12 +53,10 @@ REPAIR_DEFAULTS = {"enhanced": dg.DefaultScheduleStatus.RUNNING}
 
 def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: int, stamp: str) -> list[dg.RunRequest]:
     """Run requests that re-launch, for ``stage``, the failed or missing chunks of idle jobs."""
-    from matching_pipeline.jobs.control import failed_work, stages_through
-
     since = datetime.now(UTC) - timedelta(days=lookback_days)
     recent = instance.get_run_records(dg.RunsFilter(created_after=since))
     jobs = sorted({r.dagster_run.tags[TAG_JOB] for r in recent if r.dagster_run.tags.get(TAG_JOB)})
-    ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
+    ordered = ordered_chunks(instance)
     requests = []
     for job_id in jobs:
         facts = load_job(instance, job_id, partition_keys=ordered)
@@ -67,6 +65,7 @@ def repair_requests(instance: dg.DagsterInstance, stage: str, *, lookback_days: 
         if facts.control in ("paused", "canceled", "failed"):
             continue
         todo = failed_work(facts).get(stage, [])
+        ordered = ensure_chunk_keys(instance, todo, ordered)  # a retired batch's keys come back first
         for first, last in plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, ordered):
             tags = run_tags(first, last, job_id=job_id, stages=stages_through(facts.stages, stage))
             tags.update({TAG_PLAN: ",".join(facts.stages), TAG_REDECIDE: "failed", TAG_TRIGGER: "repair"})
@@ -107,7 +106,7 @@ def _latest_ai_versions(instance: dg.DagsterInstance) -> dict[str, tuple[str, fl
             if materialization is None or materialization.partition in latest or materialization.partition is None:
                 continue
             metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
-            latest[materialization.partition] = (str(metadata.get("catalog_version", "")), float(metadata.get("match_rate", 0) or 0))
+            latest[materialization.partition] = (str(metadata.get("catalog_version", "")), float(str(metadata.get("match_rate", 0) or 0)))
         if not result.has_more:
             return latest
         cursor = result.cursor
@@ -116,8 +115,9 @@ def _latest_ai_versions(instance: dg.DagsterInstance) -> dict[str, tuple[str, fl
 def catalog_rerun_requests(instance: dg.DagsterInstance, version: str) -> list[dg.RunRequest]:
     from matching_pipeline.results.store import parse_chunk_key
 
-    ordered = list(instance.get_dynamic_partitions(chunk_partitions.name))
+    ordered = ordered_chunks(instance)
     stale = {c for c, (v, rate) in _latest_ai_versions(instance).items() if v and v != version and rate < 1.0}
+    ordered = ensure_chunk_keys(instance, sorted(stale), ordered)  # retired chunks are re-run too
     by_batch: dict[tuple[int, str], list[str]] = {}
     for chunk in ordered:
         if chunk in stale:

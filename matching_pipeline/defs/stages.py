@@ -24,10 +24,11 @@ import pandas as pd
 
 from matching_pipeline.core.models import STAGES, Decision
 from matching_pipeline.core.review import ReviewSettings
-from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
-from matching_pipeline.settings import chunk_time_budget_seconds, chunks_per_run
-from matching_pipeline.results.store import ResultsDatabase, parse_chunk_key
+from matching_pipeline.defs.checks import RunTally, stage_check_results, stage_check_specs
+from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase, parse_chunk_key
+from matching_pipeline.settings import check_thresholds, chunk_time_budget_seconds, chunks_per_run
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -62,6 +63,8 @@ class StageSpec:
     chunks_per_run: int
     chunks_per_block: int
     pool: str | None = None
+    may_skip: bool = False
+    """Whether the stage can run unconfigured (no model / provider) and then only pass items on."""
 
     @property
     def job_name(self) -> str:
@@ -76,8 +79,8 @@ STAGE_SPECS: dict[str, StageSpec] = {
     spec.stage: spec
     for spec in (
         StageSpec("enhanced", "enhanced_matches", chunks_per_run("enhanced", 200), 50),
-        StageSpec("ai", "ai_matches", chunks_per_run("ai", 100), 20, pool="openai"),
-        StageSpec("web_search", "web_search_matches", chunks_per_run("web_search", 50), 10, pool="web_search"),
+        StageSpec("ai", "ai_matches", chunks_per_run("ai", 100), 20, pool="openai", may_skip=True),
+        StageSpec("web_search", "web_search_matches", chunks_per_run("web_search", 50), 10, pool="web_search", may_skip=True),
     )
 }
 
@@ -125,6 +128,65 @@ def plan_runs(keys: Sequence[str], per_run: int, ordered: Sequence[str] | None =
     return ranges
 
 
+def cut_by_work(
+    keys: Sequence[str], pending_counts: Mapping[str, int], items_per_part: int, *, max_chunks: int | None = None
+) -> list[list[str]]:
+    """``keys`` in order, cut into parts that each hold about ``items_per_part`` pending items.
+
+    A part closes once its chunks hold ``items_per_part`` pending items, or ``max_chunks`` chunks
+    when given. A chunk missing from ``pending_counts`` (not yet known) counts as a full chunk,
+    the safe guess. Serves both run ranges and the blocks inside a run.
+    """
+    if items_per_part < 1:
+        raise ValueError("items_per_part must be at least 1")
+    parts: list[list[str]] = []
+    part: list[str] = []
+    items = 0
+    for key in keys:
+        part.append(key)
+        items += pending_counts.get(key, CHUNK_SIZE)
+        if items >= items_per_part or (max_chunks is not None and len(part) >= max_chunks):
+            parts.append(part)
+            part, items = [], 0
+    if part:
+        parts.append(part)
+    return parts
+
+
+def plan_ranges_by_work(
+    keys: Sequence[str], pending_counts: Mapping[str, int], items_per_run: int, *, max_chunks_per_run: int | None = None
+) -> list[tuple[str, str]]:
+    """``(first, last)`` ranges over the contiguous ``keys``, cut by pending *items*, not chunks.
+
+    Chunks with nothing pending cost milliseconds each (they are recorded in bulk, see
+    :func:`materialize_chunks`), so a stage where 250 items remain over 2,000 chunks becomes one
+    or two runs instead of forty chunk-sized ones, each paying seconds of start-up for nothing.
+    ``max_chunks_per_run`` bounds one run's bookkeeping (its planned and materialization events).
+    """
+    try:
+        return [(part[0], part[-1]) for part in cut_by_work(keys, pending_counts, items_per_run, max_chunks=max_chunks_per_run)]
+    except ValueError:
+        raise ValueError("items_per_run must be at least 1") from None
+
+
+def pending_counts(db: ResultsDatabase, stage: str, keys: Sequence[str], *, verify: bool = False) -> dict[str, int]:
+    """``{chunk: items the stage would decide}`` for the chunks whose previous stage is done.
+
+    The same rule as :func:`pending_items` (an item is settled by an earlier stage's match, unless
+    ``verify`` and the accept asks for a second opinion), read for thousands of chunks in one
+    lean query. Chunks the previous stage has not finished are left out: nobody can know yet.
+    """
+    position = STAGES.index(stage)
+    if position == 0:
+        return {key: len(by_item) for key, by_item in db.current_answers((), keys).items()}
+    ready = db.finished_chunks(STAGES[position - 1], keys)
+    answers = db.current_answers(STAGES[:position], [k for k in keys if k in ready])
+    return {
+        key: sum(d is None or not d.matched or (verify and wants_verify(d)) for d in by_item.values())
+        for key, by_item in answers.items()
+    }
+
+
 def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> dict[str, str]:
     batch, project, _ = parse_chunk_key(first)
     return {
@@ -135,6 +197,20 @@ def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> di
         TAG_JOB: job_id,
         TAG_STAGES: ",".join(stages),
     }
+
+
+SKIPPED = "skipped"
+"""Method of the pass-through record an unconfigured stage writes for an item it could not decide.
+
+It is stored (so later stages, exports and status see the item went through the stage) but it is
+not a decision: chunk metadata counts it as ``skipped_items``, never as ``decided``."""
+
+
+@runtime_checkable
+class MaySkip(Protocol):
+    """A stage that can be unconfigured; ``skip_note`` says why it only passes items on (None: configured)."""
+
+    skip_note: str | None
 
 
 VERIFY_EVIDENCE = "verify"
@@ -206,26 +282,64 @@ def _redecide_only(
     return pending[~pending["item_id"].isin(kept)], kept
 
 
+DEFAULT_REVIEW = ReviewSettings()
+"""The review queue's default rules, when a caller passes none."""
+
+
 def materialize_chunks(
     context: dg.AssetExecutionContext,
     spec: StageSpec,
     db: ResultsDatabase,
     make_logic: Callable[[], StageLogic],
-    review: ReviewSettings = ReviewSettings(),
-) -> Iterator[dg.AssetMaterialization]:
+    review: ReviewSettings = DEFAULT_REVIEW,
+    checks: Sequence[dg.AssetCheckSpec] = (),
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
     """Decide the run's chunks block by block, writing and reporting each chunk as it is done.
 
-    ``review`` says which decisions enter the review queue; the store applies it as it writes.
+    Chunks where nothing is pending for the stage (earlier stages matched every item) are
+    recorded first, all in one write, and reported without any per-chunk work: a stage's time
+    then follows its pending items, not its chunk count. ``review`` says which decisions enter
+    the review queue; the store applies it as it writes. ``checks`` (the asset's check specs, see
+    ``defs/checks.py``) are evaluated over the run's chunks at the end.
     """
     keys = list(context.partition_keys)
     logic = make_logic()
     verify = isinstance(logic, VerifiesAccepts) and logic.verifies_accepts
+    skip_note = logic.skip_note if isinstance(logic, MaySkip) else None
+    tally = RunTally.empty()
     matched_total = decided_total = 0
     budget = chunk_time_budget_seconds()
     out_of_time: list[str] = []
-    for start in range(0, len(keys), spec.chunks_per_block):
-        block = keys[start : start + spec.chunks_per_block]
-        _stop_if_canceled(context, block[0], len(keys) - start)
+
+    idle: list[str] = []
+    counts: dict[str, int] = {}
+    if STAGES.index(spec.stage) > 0:
+        counts = pending_counts(db, spec.stage, keys, verify=verify)
+        idle = [key for key in keys if counts.get(key) == 0]
+    if idle:
+        began = time.perf_counter()
+        sizes = {key: len(by_item) for key, by_item in db.current_answers((), idle).items()}
+        db.replace_results(spec.stage, {key: [] for key in idle}, logic.catalog_version, review)
+        seconds_per_chunk = (time.perf_counter() - began) / len(idle)
+        for key in idle:
+            tally.add(*_project_batch(key), decided=0, errors=0, skipped=0)
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=key,
+                metadata=_chunk_metadata(logic, sizes[key], [], 0, seconds_per_chunk, nothing_pending=True),
+            )
+        context.log.info(f"{spec.stage}: {len(idle)} chunk(s) had nothing pending; recorded in one write")
+    skip = set(idle)
+    busy = [key for key in keys if key not in skip]
+    # Blocks hold about a full block's worth of *pending items*: with a few pending items per
+    # chunk, a block of chunks_per_block chunks would send a handful of requests at a time and
+    # the stage would be bound by latency instead of its rate limit.
+    block_items = spec.chunks_per_block * CHUNK_SIZE
+    blocks = cut_by_work(busy, counts, block_items, max_chunks=block_items)
+    done_before = 0
+    for block in blocks:
+        _stop_if_canceled(context, block[0], len(busy) - done_before)
+        done_before += len(block)
         began = time.perf_counter()
         frame = db.load_chunk_items(block)
         pending, earlier = pending_items(db, spec.stage, block, frame, verify=verify)
@@ -244,7 +358,7 @@ def materialize_chunks(
             raise dg.Failure(f"{spec.stage} decided {len(decisions)} of {len(pending)} items")
         by_item = {**kept, **dict(zip(pending["item_id"], decisions, strict=True))}
         frames = {key: chunk for key, chunk in frame.groupby("chunk_key", sort=False)}
-        ready = list(itertools.takewhile(lambda key: key in frames, block))
+        ready = list(itertools.takewhile(frames.__contains__, block))
         per_chunk = {key: [by_item[i] for i in frames[key]["item_id"] if i in by_item] for key in ready}
         # One transaction for the block's chunks, written before any of them is reported: a chunk
         # Dagster shows as materialised always has its results, and a crash before the write
@@ -253,33 +367,19 @@ def materialize_chunks(
         to_review = db.replace_results(spec.stage, per_chunk, logic.catalog_version, review)
         seconds_per_chunk = (time.perf_counter() - began) / len(block)
         for key, chunk_decisions in per_chunk.items():
-            matched = sum(d.matched for d in chunk_decisions)
-            matched_total += matched
-            decided_total += len(chunk_decisions)
-            items_in_chunk = len(frames[key])
-            already = items_in_chunk - len(chunk_decisions)
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=key,
-                metadata={
-                    "items": items_in_chunk,
-                    "decided": len(chunk_decisions),
-                    "passed_through": already,
-                    "matched": matched,
-                    "stage_match_rate": round(matched / len(chunk_decisions), 4) if chunk_decisions else 0.0,
-                    "match_rate": round((already + matched) / items_in_chunk, 4),
-                    "errors": sum(d.error is not None for d in chunk_decisions),
-                    "to_review": to_review.get(key, 0),
-                    "duration_s": round(seconds_per_chunk, 4),
-                    "catalog_version": logic.catalog_version or "",
-                    **logic.chunk_metadata(chunk_decisions),
-                },
-            )
+            metadata = _chunk_metadata(logic, len(frames[key]), chunk_decisions, to_review.get(key, 0), seconds_per_chunk)
+            matched_total += metadata["matched"]
+            decided_total += metadata["decided"]
+            tally.add(*_project_batch(key), decided=metadata["decided"], errors=metadata["errors"], skipped=metadata["skipped_items"])
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
         if len(ready) < len(block):
             raise dg.Failure(f"chunk {block[len(ready)]} has no items in the results database")
+    skipped_total = sum(tally.skipped.values())
     context.log.info(
         f"{spec.stage}: {len(keys)} chunks, {decided_total} items decided, {matched_total} matched"
+        + (f", {skipped_total} skipped ({skip_note})" if skipped_total else "")
     )
+    yield from stage_check_results(checks, db, spec.stage, tally, check_thresholds(), skip_note)
     if out_of_time:
         raise dg.Failure(
             description=(
@@ -289,6 +389,48 @@ def materialize_chunks(
             ),
             metadata={"out_of_time_chunks": dg.MetadataValue.text(",".join(out_of_time))},
         )
+
+
+def _project_batch(key: str) -> tuple[str, int]:
+    batch, project, _ = parse_chunk_key(key)
+    return project, batch
+
+
+def _chunk_metadata(
+    logic: StageLogic,
+    items_in_chunk: int,
+    decisions: Sequence[Decision],
+    to_review: int,
+    seconds_per_chunk: float,
+    *,
+    nothing_pending: bool = False,
+) -> dict[str, Any]:
+    """One chunk's materialization metadata.
+
+    ``decided`` counts real decisions only: a pass-through record of an unconfigured stage
+    (method :data:`SKIPPED`) counts in ``skipped_items``, and ``skipped`` is true on such a chunk,
+    so neither the UI, nor status, nor the checks mistake a skipped stage for a finished one.
+    """
+    skipped = sum(d.method == SKIPPED for d in decisions)
+    real = [d for d in decisions if d.method != SKIPPED]
+    matched = sum(d.matched for d in real)
+    already = items_in_chunk - len(decisions)
+    return {
+        "items": items_in_chunk,
+        "decided": len(real),
+        "skipped": skipped > 0,
+        "skipped_items": skipped,
+        "nothing_pending": nothing_pending,
+        "passed_through": already,
+        "matched": matched,
+        "stage_match_rate": round(matched / len(real), 4) if real else 0.0,
+        "match_rate": round((already + matched) / items_in_chunk, 4) if items_in_chunk else 0.0,
+        "errors": sum(d.error is not None for d in real),
+        "to_review": to_review,
+        "duration_s": round(seconds_per_chunk, 4),
+        "catalog_version": logic.catalog_version or "",
+        **logic.chunk_metadata(decisions),
+    }
 
 
 def _ranges(chunks: Sequence[str], ordered: Sequence[str]) -> str:
@@ -363,6 +505,8 @@ def _stage_asset(
     resource_keys: set[str],
     make_logic: Callable[[dg.AssetExecutionContext], StageLogic],
 ) -> dg.AssetsDefinition:
+    checks = stage_check_specs(spec.asset_name, may_skip=spec.may_skip)
+
     @dg.asset(
         name=spec.asset_name,
         description=description,
@@ -375,9 +519,10 @@ def _stage_asset(
         kinds={"python"},
         required_resource_keys={"results", *resource_keys},
         tags={"matching/stage": spec.stage},
+        check_specs=checks,
     )
-    def _stage(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
+    def _stage(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
         results = context.resources.results
-        yield from materialize_chunks(context, spec, results.get(), lambda: make_logic(context), results.review())
+        yield from materialize_chunks(context, spec, results.get(), lambda: make_logic(context), results.review(), checks)
 
     return _stage

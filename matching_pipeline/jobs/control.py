@@ -6,10 +6,11 @@ the same record.
 
 Two ways to launch work:
 
-- ``submit`` (the API's and ``--submit``'s way): runs are created from the job as the code
-  location defines it and handed to ``instance.submit_run``, i.e. the instance's run queue; the
-  daemon dequeues them under the ``concurrency:`` limits of ``dagster.yaml`` and launches them
-  in the code location's gRPC server, exactly like runs launched from the UI or by a sensor.
+- ``submit`` (the API's and ``--submit``'s way): the runs are *requested*: each planned run is
+  recorded as a job request in the Dagster instance (``defs/requests.py``) and
+  ``job_requests_sensor``, running under the daemon, turns it into a ``RunRequest``; the daemon
+  launches it under the ``concurrency:`` limits of ``dagster.yaml``, exactly like runs launched
+  from the UI or by any sensor. Only public Dagster APIs are involved, and no webserver is needed.
 - ``in_process`` (the CLI's default and ``POST /api/jobs/{id}/process``): runs execute now, in
   this process, against the same instance (``execute_in_process``), as the CLI's ``match`` does.
   Their ``matching/stages`` tag stops at their own stage so that a running cascade sensor never
@@ -29,48 +30,59 @@ drops decisions of items an earlier stage has now matched and decides only what 
 
 from __future__ import annotations
 
-import os
+import json
 import sys
-import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
-from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.job_facts import (
+    ACTIVE,
+    JOB_TYPES,
+    MAX_RETRIES,
+    STARTED,
+    TAG_REASON,
+    TAG_SUPERSEDED,
+    WILL_RETRY,
+    JobFacts,
+    failed_work,
+    load_job,
+    ordered_chunks,
+    stage_of_run,
+    stages_through,
+    unfinished_work,
+)
+from matching_pipeline.defs.notifications import notify_job_if_finished
+from matching_pipeline.defs.partitions import ensure_chunk_keys
+from matching_pipeline.defs.requests import add_request, launched_runs, set_state
 from matching_pipeline.defs.stages import (
     RANGE_END,
     RANGE_START,
     STAGE_SPECS,
-    TAG_JOB,
+    TAG_CONTROL,
+    TAG_PLAN,
     TAG_REDECIDE,
     TAG_STAGES,
     plan_runs,
     run_tags,
 )
-from matching_pipeline.jobs.pools import end_dead_run, process_gone, reap_dead_runs, terminate_local_run
-from matching_pipeline.jobs.runner import _first_error, ensure_partitions, execute_stage_run
-from matching_pipeline.jobs.status import (
-    ACTIVE,
-    JOB_TYPES,
-    STARTED,
-    TAG_CONTROL,
-    TAG_PLAN,
-    TAG_REASON,
-    TAG_SUPERSEDED,
-    WILL_RETRY,
-    JobFacts,
-    load_job,
-    stage_of_job_name,
+from matching_pipeline.jobs.pools import (
+    end_dead_run,
+    process_gone,
+    reap_dead_runs,
+    terminate_local_run,
 )
+from matching_pipeline.jobs.runner import (
+    _first_error,
+    ensure_partitions,
+    execute_stage_run,
+)
+from matching_pipeline.jobs.status import job_status
 from matching_pipeline.results.store import Batch
-
-MAX_RETRIES = "dagster/max_retries"
-LOCATION_NAME = os.environ.get("MATCHING_CODE_LOCATION", "matching_pipeline")
-DEFINITIONS_MODULE = "matching_pipeline.definitions"
 
 
 class ControlError(Exception):
@@ -81,118 +93,18 @@ class UnknownJob(ControlError):
     """No run carries this job id (HTTP 404)."""
 
 
-# -- planning ----------------------------------------------------------------------------------
-
-
-def _previous(stages: Sequence[str], stage: str) -> str | None:
-    position = list(stages).index(stage)
-    return stages[position - 1] if position else None
-
-
-def _covered_by_active(facts: JobFacts) -> set[str]:
-    covered: set[str] = set()
-    for record in facts.active_runs():
-        covered.update(facts.range_of(record))
-    return covered
-
-
-def unfinished_work(facts: JobFacts) -> dict[str, list[str]]:
-    """Per stage, chunks not done whose previous job stage is done (the next step of each chunk)."""
-    busy = _covered_by_active(facts)
-    work: dict[str, list[str]] = {}
-    for stage in facts.stages:
-        before = _previous(facts.stages, stage)
-        ready = facts.done.get(before, {}) if before else None
-        todo = [c for c in facts.unfinished(stage) if c not in busy and (ready is None or c in ready)]
-        if todo:
-            work[stage] = todo
-    return work
-
-
-def failed_work(facts: JobFacts) -> dict[str, list[str]]:
-    """Per stage, chunks whose *earliest* failed stage it is: item errors, or not done at all."""
-    busy = _covered_by_active(facts)
-    work: dict[str, list[str]] = {}
-    assigned: set[str] = set()
-    for stage in facts.stages:
-        errors = set(facts.with_item_errors(stage))
-        before = _previous(facts.stages, stage)
-        ready = facts.done.get(before, {}) if before else None
-        missing = {c for c in facts.unfinished(stage) if ready is None or c in ready}
-        todo = [c for c in facts.chunks if c in (errors | missing) and c not in assigned and c not in busy]
-        if todo:
-            work[stage] = todo
-            assigned.update(todo)
-    return work
-
-
-def stages_through(stages: Sequence[str], stage: str) -> list[str]:
-    return list(stages[: list(stages).index(stage) + 1])
-
-
 # -- launching ---------------------------------------------------------------------------------
 
 
 class Submitter:
-    """Creates runs from the code location's jobs and submits them to the instance's run queue.
+    """Hands runs to the daemon: records one job request per run (``defs/requests.py``), which
+    ``job_requests_sensor`` turns into a ``RunRequest``. Returns the request id."""
 
-    The code location is loaded in this process (``InProcessCodeLocation`` over
-    ``matching_pipeline.definitions``) under the workspace's location name, so the daemon finds
-    it in its own workspace and launches the run there. This is what the webserver's
-    ``launchRun`` mutation does, without needing a webserver.
-    """
-
-    _lock = threading.Lock()
-
-    def __init__(self, instance: dg.DagsterInstance, location_name: str = LOCATION_NAME):
+    def __init__(self, instance: dg.DagsterInstance):
         self.instance = instance
-        self.location_name = location_name
-        self._location = None
-
-    def _repository(self):
-        from dagster._core.remote_origin import InProcessCodeLocationOrigin
-        from dagster._core.remote_representation.code_location import InProcessCodeLocation
-        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
-        with self._lock:
-            if self._location is None:
-                origin = InProcessCodeLocationOrigin(
-                    LoadableTargetOrigin(
-                        executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=os.getcwd()
-                    ),
-                    location_name=self.location_name,
-                )
-                self._location = InProcessCodeLocation(origin, instance=self.instance)
-            location = self._location
-        (repository,) = location.get_repositories().values()
-        return location, repository
 
     def submit(self, stage: str, tags: dict[str, str]) -> str:
-        location, repository = self._repository()
-        remote_job = repository.get_full_job(STAGE_SPECS[stage].job_name)
-        plan = location.get_execution_plan(remote_job, {}, None, None, instance=self.instance)
-        run = self.instance.create_run(
-            job_snapshot=remote_job.job_snapshot,
-            execution_plan_snapshot=plan.execution_plan_snapshot,
-            parent_job_snapshot=remote_job.parent_job_snapshot,
-            job_name=remote_job.name,
-            run_id=None,
-            asset_selection=None,
-            asset_check_selection=None,
-            op_selection=None,
-            resolved_op_selection=None,
-            run_config={},
-            step_keys_to_execute=None,
-            tags={**remote_job.tags, **tags},
-            root_run_id=None,
-            parent_run_id=None,
-            status=dg.DagsterRunStatus.NOT_STARTED,
-            remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(),
-            asset_graph=repository.asset_graph,
-        )
-        self.instance.submit_run(run.run_id, workspace=None)  # the queued coordinator only enqueues
-        return run.run_id
+        return add_request(self.instance, stage, tags).id
 
 
 @dataclass
@@ -205,7 +117,7 @@ class Launched:
 def _execute(
     defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, tags: dict[str, str], out: Launched, owner: str = "cli"
 ) -> bool:
-    result = execute_stage_run(defs, instance, stage, tags, owner=owner, run_config={})
+    result = execute_stage_run(defs, instance, stage, tags, owner=owner)
     out.runs.append(result.run_id)
     if not result.success:
         out.failed.append(result.run_id)
@@ -221,19 +133,22 @@ def _tags(facts: JobFacts, stage: str, first: str, last: str, *, narrow: bool, e
     return tags
 
 
-def _ordered(instance: dg.DagsterInstance) -> list[str]:
-    return list(instance.get_dynamic_partitions(chunk_partitions.name))
+def _ordered(instance: dg.DagsterInstance, needed: Sequence[str] = ()) -> list[str]:
+    """The partition set's keys in order, after adding back any of ``needed`` that retention
+    retired (``defs/retention.py``): a run over a missing key could not start."""
+    return ensure_chunk_keys(instance, needed, ordered_chunks(instance))
 
 
 def _require(instance: dg.DagsterInstance, job_id: str, *, reap: bool = False) -> JobFacts:
     """The job's facts; with ``reap``, after failing its runs whose process is gone (``pools.py``),
     which would otherwise count as in progress for ever and keep their chunks from resume/retry."""
-    if reap:
-        live = instance.get_runs(dg.RunsFilter(tags={TAG_JOB: job_id}, statuses=[*STARTED, dg.DagsterRunStatus.NOT_STARTED]))
-        reap_dead_runs(instance, [run.run_id for run in live])
     facts = load_job(instance, job_id)
     if facts is None:
         raise UnknownJob(f"job {job_id!r} not found")
+    if reap:
+        live = [r.dagster_run.run_id for r in facts.runs if r.dagster_run.status in (*STARTED, dg.DagsterRunStatus.NOT_STARTED)]
+        if reap_dead_runs(instance, live):
+            return _require(instance, job_id)
     return facts
 
 
@@ -283,6 +198,9 @@ def cancel_job(instance: dg.DagsterInstance, job_id: str, *, status: str = "canc
             _cancel_queued(instance, run.run_id)
         elif run.status in STARTED:
             _stop_running(instance, run, tags[TAG_REASON])
+    for request in facts.requests:
+        if request.state in ("pending", "paused"):
+            set_state(instance, request, status, reason or f"{status} by request")
     return _require(instance, job_id)
 
 
@@ -301,7 +219,7 @@ def _stop_running(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str)
                 return
         except Exception:  # no launcher record (run executed in process): decided below
             pass
-        if not process_gone(run.tags):
+        if not process_gone(dict(run.tags)):
             return
     current = instance.get_run_by_id(run.run_id)
     if current is not None:
@@ -323,6 +241,8 @@ def pause_job(instance: dg.DagsterInstance, job_id: str) -> JobFacts:
         instance.add_run_tags(run.run_id, tags)
         if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
             _cancel_queued(instance, run.run_id)
+    for request in facts.pending_requests():
+        set_state(instance, request, "paused")
     return _require(instance, job_id)
 
 
@@ -347,9 +267,10 @@ def resume_job(
         if run.status in ACTIVE and run.tags.get(TAG_PLAN) and run.tags.get(TAG_STAGES) != run.tags[TAG_PLAN]:
             tags[TAG_STAGES] = run.tags[TAG_PLAN]  # in-flight runs cascade again
         instance.add_run_tags(run.run_id, tags)
+    _reopen_requests(instance, facts)
     facts = _require(instance, job_id)
     out = Launched()
-    ordered = _ordered(instance)
+    ordered = _ordered(instance, facts.chunks if unfinished_work(facts) else ())
     if defs is not None:
         for stage in facts.stages:
             todo = unfinished_work(facts).get(stage, [])
@@ -378,13 +299,14 @@ def retry_failed(
     facts = _require(instance, job_id, reap=True)
     if facts.control == "canceled":
         raise ControlError(f"job {job_id} was canceled; create a new job instead")
-    if facts.active_runs():
-        raise ControlError(f"job {job_id} has runs in progress; pause or wait before retrying")
+    if facts.active_runs() or facts.pending_requests():
+        raise ControlError(f"job {job_id} has runs in progress or requested; pause or wait before retrying")
     for record in facts.runs:
         instance.add_run_tags(record.dagster_run.run_id, {TAG_CONTROL: "resumed"})
+    _reopen_requests(instance, facts)
     facts = _require(instance, job_id)
     work = failed_work(facts)
-    ordered = _ordered(instance)
+    ordered = _ordered(instance, [c for todo in work.values() for c in todo])
     extra = {TAG_REDECIDE: "failed"}
     out = Launched()
     if defs is not None:
@@ -405,6 +327,14 @@ def retry_failed(
     return out
 
 
+def _reopen_requests(instance: dg.DagsterInstance, facts: JobFacts) -> None:
+    """Paused requests are replanned from the facts by resume: keep them as a record, no longer
+    as the job's control state (which the runs' ``resumed`` tag now is)."""
+    for request in facts.requests:
+        if request.state == "paused":
+            set_state(instance, request, "superseded", "resumed: planned again")
+
+
 def process_next(
     instance: dg.DagsterInstance, job_id: str, defs: dg.Definitions, *, owner: str = "api"
 ) -> tuple[Launched, str]:
@@ -420,25 +350,34 @@ def process_next(
     if facts.control in ("canceled", "failed"):
         raise ControlError(f"job {job_id} is {facts.control}")
     out = Launched()
+    launched = launched_runs(instance, facts.pending_requests())
+    for request in facts.pending_requests():
+        if request.id in launched:
+            continue  # the daemon launched it already: that run is claimed below if still queued
+        set_state(instance, request, "superseded", "executed by /process")
+        first, last = request.tags[RANGE_START], request.tags[RANGE_END]
+        taken = {k: v for k, v in request.run_tags().items() if k not in request.tags or k == TAG_REDECIDE}
+        _execute(defs, instance, request.stage, _tags(facts, request.stage, first, last, narrow=True, extra=taken), out, owner)
+        return out, _message(request.stage, first, last, out)
     for record in facts.runs:
         run = record.dagster_run
         if run.status == dg.DagsterRunStatus.QUEUED and not run.tags.get(TAG_SUPERSEDED):
-            stage = stage_of_job_name(run.job_name)
+            stage = stage_of_run(run)
             if stage is None or not _cancel_queued(instance, run.run_id):
                 continue
             instance.add_run_tags(run.run_id, {TAG_SUPERSEDED: "process"})
             first, last = run.tags[RANGE_START], run.tags[RANGE_END]
-            extra = {TAG_REDECIDE: run.tags[TAG_REDECIDE]} if run.tags.get(TAG_REDECIDE) else None
+            extra: dict[str, str] | None = {TAG_REDECIDE: run.tags[TAG_REDECIDE]} if run.tags.get(TAG_REDECIDE) else None
             _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True, extra=extra), out, owner)
             return out, _message(stage, first, last, out)
     if facts.control == "paused":
         raise ControlError(f"job {job_id} is paused; resume it first")
     work = unfinished_work(facts)
     if not work:
-        busy = bool(facts.active_runs())
+        busy = bool(facts.active_runs() or facts.pending_requests())
         return out, "runs in progress cover the remaining chunks" if busy else "nothing left to process"
     stage, todo = next(iter(work.items()))
-    first, last = plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, _ordered(instance))[0]
+    first, last = plan_runs(todo, STAGE_SPECS[stage].chunks_per_run, _ordered(instance, todo))[0]
     _execute(defs, instance, stage, _tags(facts, stage, first, last, narrow=True), out, owner)
     return out, _message(stage, first, last, out)
 
@@ -450,7 +389,7 @@ def _message(stage: str, first: str, last: str, out: Launched) -> str:
 
 def _hold_tags(facts: JobFacts, run: dg.DagsterRun) -> dict[str, str]:
     """Tags that keep a run from starting anything after it: no cascade, no automatic retry."""
-    stage = stage_of_job_name(run.job_name)
+    stage = stage_of_run(run)
     plan = run.tags.get(TAG_PLAN) or run.tags.get(TAG_STAGES) or ",".join(facts.stages)
     tags = {TAG_PLAN: plan, MAX_RETRIES: "0"}
     if stage:
@@ -491,18 +430,14 @@ __all__ = [
 ]
 
 
-def cli_control(args: Any, instance: dg.DagsterInstance, settings: Any) -> int:
-    """``matching-pipeline cancel|pause|resume|retry JOB``: print the job's view afterwards."""
-    import json
+def cli_control(args: Any, instance: dg.DagsterInstance, build_defs: Callable[[], dg.Definitions]) -> int:
+    """``matching-pipeline cancel|pause|resume|retry JOB``: print the job's view afterwards.
 
-    from matching_pipeline.jobs.notifications import notify_job_if_finished
-    from matching_pipeline.jobs.status import job_status
-
-    defs = None
-    if args.command in ("resume", "retry") and not args.submit:
-        from matching_pipeline.definitions import build_definitions
-
-        defs = build_definitions(settings)
+    ``build_defs`` comes from the entry point (the one wiring point, ``definitions.py``): it is
+    called only when resume or retry execute in this process.
+    """
+    defs = build_defs() if args.command in ("resume", "retry") and not args.submit else None
+    launched = Launched()
     try:
         if args.command == "cancel":
             cancel_job(instance, args.job, status="failed" if args.failed else "canceled", reason=args.reason)
@@ -512,15 +447,16 @@ def cli_control(args: Any, instance: dg.DagsterInstance, settings: Any) -> int:
             message = "paused: no new chunks start; runs in flight finish their chunks"
         elif args.command == "resume":
             launched = resume_job(instance, args.job, defs=defs)
-            message = f"resumed: {len(launched.runs)} run(s) {'submitted' if args.submit else 'executed'}"
+            message = f"resumed: {len(launched.runs)} run(s) {'requested' if args.submit else 'executed'}"
         else:
             launched = retry_failed(instance, args.job, defs=defs)
-            message = f"retrying failed chunks and items: {len(launched.runs)} run(s) {'submitted' if args.submit else 'executed'}"
+            message = f"retrying failed chunks and items: {len(launched.runs)} run(s) {'requested' if args.submit else 'executed'}"
     except ControlError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     if defs is not None:
         notify_job_if_finished(instance, args.job)
-    view = job_status(instance, args.job)
-    print(json.dumps({"message": message, "job": view}, indent=2) if args.json else f"{args.job}: {message}; status {view['status']}, {view['progressPercentage']}%")
-    return 1 if args.command in ("resume", "retry") and defs is not None and launched.failed else 0
+    view = job_status(instance, args.job) or {}
+    summary = f"{args.job}: {message}; status {view.get('status')}, {view.get('progressPercentage')}%"
+    print(json.dumps({"message": message, "job": view}, indent=2) if args.json else summary)
+    return 1 if defs is not None and launched.failed else 0

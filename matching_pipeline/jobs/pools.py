@@ -24,11 +24,12 @@ public API for them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -80,7 +81,7 @@ def process_tags(owner: str = "cli") -> dict[str, str]:
     return tags
 
 
-def process_gone(tags: dict[str, str]) -> bool:
+def process_gone(tags: Mapping[str, str]) -> bool:
     """True only when the tags name a process on this host that no longer exists.
 
     Runs on other hosts, or without the tags (launched by the daemon), are never judged here.
@@ -206,10 +207,8 @@ def hold_pool_slot(
     try:
         return _wait_for_slot(instance, pool, run_id, step_key, timeout_s=timeout_s, poll_s=poll_s, say=say)
     except BaseException:  # timed out, Ctrl-C, storage lost: leave no claim queued for a run that never comes
-        try:
+        with contextlib.suppress(Exception):
             storage.free_concurrency_slot_for_step(run_id, step_key)
-        except Exception:
-            pass
         raise
 
 

@@ -7,6 +7,7 @@ ranges and tags are the ones the sensors use, from ``defs/stages.py``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from matching_pipeline.defs.partitions import chunk_partitions
-from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
-from matching_pipeline.results.faults import connection_fault
+from matching_pipeline.defs.job_facts import MAX_RETRIES
+from matching_pipeline.defs.partitions import ensure_chunk_keys
+from matching_pipeline.defs.stages import STAGE_SPECS, TAG_BATCH, TAG_JOB, TAG_PROJECT, plan_runs, run_tags
 from matching_pipeline.jobs.pools import LIVE_STATUSES, free_slots, hold_pool_slot, process_tags
-from matching_pipeline.settings import pool_wait_timeout_seconds
+from matching_pipeline.results.faults import connection_fault
 from matching_pipeline.results.store import Batch
+from matching_pipeline.settings import pool_wait_timeout_seconds
 
 
 @dataclass(frozen=True)
@@ -34,25 +36,42 @@ class RunOutcome:
     error: str | None = None
 
 
-def new_job_id(batch: Batch, kind: str = "cli") -> str:
-    return f"{batch.label}-{kind}-{uuid.uuid4().hex[:6]}"
+def new_job_id(batch: Batch, kind: str = "cli", *, instance: dg.DagsterInstance | None = None) -> str:
+    """A job id for ``batch``; with ``instance``, the id of the latest earlier ``kind`` job of the
+    same batch if there is one: running the same command again continues that job (its status
+    then ends ``completed``, not stuck half-way next to a second job)."""
+    prefix = f"{batch.label}-{kind}-"
+    if instance is not None:
+        records = instance.get_run_records(dg.RunsFilter(tags={TAG_PROJECT: batch.project, TAG_BATCH: batch.label}))
+        earlier = [r.dagster_run.tags.get(TAG_JOB, "") for r in sorted(records, key=lambda r: r.create_timestamp)]
+        earlier = [job for job in earlier if job.startswith(prefix)]
+        if earlier:
+            return earlier[-1]
+    return f"{prefix}{uuid.uuid4().hex[:6]}"
 
 
 def ensure_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
-    existing = set(instance.get_dynamic_partitions(chunk_partitions.name))
-    missing = [key for key in keys if key not in existing]
-    if missing:
-        instance.add_dynamic_partitions(chunk_partitions.name, missing)
+    """Add the chunk keys a run needs that the set lacks: new, or retired (``defs/retention.py``)."""
+    ensure_chunk_keys(instance, keys)
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""Run config that keeps Dagster's per-event console log out of the CLI's progress lines; every
-event is still stored in the instance and shown in the UI."""
+def console_log_config(level: str) -> dict[str, object]:
+    """Run config setting the level of Dagster's console logger (the only place it can be set for
+    an in-process run: it is not a Python logger one could silence). Every event is still stored
+    in the instance and shown in the UI whatever the level."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
-def materialize_catalog(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+QUIET = console_log_config("WARNING")
+"""Run config that keeps Dagster's per-event console log out of the CLI's progress lines."""
+
+
+def materialize_catalog(
+    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: Mapping[str, object] | None = None
+) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def("catalog_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False, tags=process_tags()  # reaped if this process dies
+        instance=instance, run_config=QUIET if run_config is None else run_config, raise_on_error=False,
+        tags=process_tags(),  # reaped if this process dies
     )
     if not result.success:
         raise RuntimeError(f"catalog run {result.run_id} failed: {_first_error(result)}")
@@ -81,14 +100,16 @@ def execute_stage_run(
     job = defs.resolve_job_def(spec.job_name)
     step = defs.resolve_assets_def(spec.asset_name).op
     run_id = str(uuid.uuid4())
-    claimed = bool(step.pool) and hold_pool_slot(
+    claimed = step.pool is not None and hold_pool_slot(
         instance, step.pool, run_id, step.name, timeout_s=pool_wait_timeout_seconds(), say=lambda text: say(f"[{stage}] {text}")
     )
     try:
         return job.execute_in_process(
             instance=instance,
             run_id=run_id,
-            tags={**tags, **process_tags(owner)},
+            # No daemon retries a run executed here: say so, so that Dagster does not tag a
+            # failure dagster/will_retry=true and the job's status does not wait for a retry.
+            tags={**tags, **process_tags(owner), MAX_RETRIES: "0"},
             run_config=QUIET if run_config is None else run_config,
             raise_on_error=False,
         )
@@ -112,10 +133,9 @@ def _fail_unfinished(instance: dg.DagsterInstance, run_id: str, cause: str) -> N
 
 
 def _quietly(action: Callable[[], object]) -> None:
-    try:
+    # storage gone: the daemon's free_slots_after_run_end_seconds or the next reaper frees it
+    with contextlib.suppress(Exception):
         action()
-    except Exception:  # storage gone: the daemon's free_slots_after_run_end_seconds or the next reaper frees it
-        pass
 
 
 def run_stage(
@@ -128,16 +148,17 @@ def run_stage(
     stages: Sequence[str],
     on_run: Callable[[RunOutcome], None] | None = None,
     say: Callable[[str], None] = print,
+    run_config: Mapping[str, object] | None = None,
 ) -> list[RunOutcome]:
     """Materialise ``stage`` for ``keys`` in runs of at most the stage's chunks-per-run."""
     spec = STAGE_SPECS[stage]
     position = {key: i for i, key in enumerate(keys)}
     outcomes = []
-    ordered = instance.get_dynamic_partitions(chunk_partitions.name)
+    ordered = ensure_chunk_keys(instance, keys)  # a retired batch's keys come back first
     for first, last in plan_runs(keys, spec.chunks_per_run, ordered):
         began = time.perf_counter()
         result = execute_stage_run(
-            defs, instance, stage, run_tags(first, last, job_id=job_id, stages=stages), say=say
+            defs, instance, stage, run_tags(first, last, job_id=job_id, stages=stages), say=say, run_config=run_config
         )
         outcome = RunOutcome(
             stage=stage,
@@ -165,6 +186,9 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
             # the exception itself is what the user needs to read.
             while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
                 error = error.cause
-            # One line: a database driver's message runs on with SQL and links.
-            return next((line.strip() for line in error.message.splitlines() if line.strip()), error.cls_name)
+            lines = [line.rstrip() for line in error.message.splitlines() if line.strip()]
+            if error.cls_name == "InputError":  # written for the user: its next lines name file, row and column
+                return "\n".join(lines)
+            # Otherwise one line: a database driver's message runs on with SQL and links.
+            return lines[0].strip() if lines else (error.cls_name or "run failed")
     return "run failed"

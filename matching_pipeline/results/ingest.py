@@ -187,7 +187,7 @@ def scan_inbox(
             continue
         before = previous.get(key)
         unchanged = before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-        sightings[key] = before if unchanged else Sighting(stat.st_size, stat.st_mtime_ns, now)
+        sightings[key] = before if before is not None and unchanged else Sighting(stat.st_size, stat.st_mtime_ns, now)
         if now - sightings[key].since >= settle_seconds:
             ready.append((stat.st_mtime_ns, key, path, marker))
         else:
@@ -211,6 +211,49 @@ def scan_inbox(
     return scan
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What became of one complete inbox file, before it is moved: stored (``batch``), refused
+    (``reason``, the text of its reason file), or left for later (``unavailable``: the results
+    database did not answer, which is not the file's fault)."""
+
+    batch: Batch | None = None
+    reason: str | None = None
+    unavailable: str | None = None
+
+
+def judge_file(
+    db: ResultsDatabase,
+    path: Path,
+    project: str,
+    *,
+    encoding: str = "utf-8",
+    columns: Mapping[str, str] | None = None,
+    limits: FieldLimits = DEFAULT_LIMITS,
+) -> Verdict:
+    """Ingest one complete file of an inbox, whatever kind of inbox; never raises.
+
+    The local folder and the object-store inbox both come through here, so they accept, refuse
+    and explain exactly alike.
+    """
+    try:
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise InputError(path, [Problem(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")])
+        return Verdict(batch=ingest_file(db, path, project, encoding=encoding, columns=columns, limits=limits))
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, it must not stop the other files
+        if not isinstance(exc, InputError) and isinstance(exc, sa.exc.SQLAlchemyError) and not _answers(db):
+            return Verdict(unavailable=type(exc).__name__)
+        reason = str(exc) if isinstance(exc, InputError) else str(
+            InputError(path, [Problem(f"could not be stored ({type(exc).__name__}: {_one_line(exc)})")])
+        )
+        return Verdict(reason=reason)
+
+
+def archive_prefix(batch: Batch) -> str:
+    """The prefix of an accepted file's archived name: its batch, marked when a duplicate."""
+    return batch.label if batch.is_new else f"{batch.label}.duplicate"
+
+
 def _take(
     db: ResultsDatabase,
     path: Path,
@@ -222,26 +265,21 @@ def _take(
 ) -> InboxOutcome | None:
     """Ingest one complete file and move it to processed/ or rejected/; never raises."""
     project = path.parent.name
-    try:
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise InputError(path, [Problem(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")])
-        batch = ingest_file(db, path, project, encoding=encoding, columns=columns, limits=limits)
-    except Exception as exc:  # noqa: BLE001 - whatever went wrong, it must not stop the other files
-        if not path.exists():
-            return None  # taken away while we read it: nothing to reject, nothing lost
-        if not isinstance(exc, InputError) and isinstance(exc, sa.exc.SQLAlchemyError) and not _answers(db):
-            return InboxOutcome(path, project, note=f"left in the inbox: the results database is unavailable ({type(exc).__name__})")
-        reason = str(exc) if isinstance(exc, InputError) else str(
-            InputError(path, [Problem(f"could not be stored ({type(exc).__name__}: {_one_line(exc)})")])
-        )
+    verdict = judge_file(db, path, project, encoding=encoding, columns=columns, limits=limits)
+    if verdict.batch is None and not path.exists():
+        return None  # taken away while we read it: nothing to reject, nothing lost
+    if verdict.unavailable:
+        return InboxOutcome(path, project, note=f"left in the inbox: the results database is unavailable ({verdict.unavailable})")
+    if verdict.reason is not None:
         try:
-            moved = _move(path, data_dir / "rejected" / project, reason=reason)
+            moved = _move(path, data_dir / "rejected" / project, reason=verdict.reason)
         except OSError as move_error:
-            return InboxOutcome(path, project, error=reason, note=f"could not be moved aside: {move_error}")
-        return InboxOutcome(path, project, error=reason, moved_to=moved)
-    label = batch.label if batch.is_new else f"{batch.label}.duplicate"
+            return InboxOutcome(path, project, error=verdict.reason, note=f"could not be moved aside: {move_error}")
+        return InboxOutcome(path, project, error=verdict.reason, moved_to=moved)
+    batch = verdict.batch
+    assert batch is not None
     try:
-        moved = _move(path, data_dir / "processed" / project, prefix=label)
+        moved = _move(path, data_dir / "processed" / project, prefix=archive_prefix(batch))
     except OSError as move_error:  # stored all the same; the next scan sees a duplicate and moves it
         return InboxOutcome(path, project, batch=batch, note=f"stored, but could not be archived: {move_error}")
     return InboxOutcome(path, project, batch=batch, moved_to=moved)
@@ -262,7 +300,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _archived_name(prefix: str, name: str) -> str:
+def archived_name(prefix: str, name: str) -> str:
     """``<prefix>-<name>``, shortened in the middle of the stem if the filesystem would refuse it."""
     full = f"{prefix}-{name}"
     if len(full.encode("utf-8")) <= MAX_NAME_BYTES:
@@ -277,10 +315,10 @@ def _archived_name(prefix: str, name: str) -> str:
 def _move(path: Path, folder: Path, *, reason: str | None = None, prefix: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = folder / _archived_name(prefix or stamp, path.name)
+    target = folder / archived_name(prefix or stamp, path.name)
     counter = 1
     while target.exists():
-        target = folder / _archived_name(f"{prefix or stamp}-{counter}", path.name)
+        target = folder / archived_name(f"{prefix or stamp}-{counter}", path.name)
         counter += 1
     shutil.move(str(path), target)
     if reason is not None:

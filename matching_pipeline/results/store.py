@@ -1,8 +1,9 @@
 """The results database: items, arrival batches, per-stage decisions and the caches.
 
-One schema serves SQLite (the default file) and Postgres (``MATCHING_DATABASE_URL``) through
-SQLAlchemy Core. Dagster's own storage is the record of *progress*; this database is the record of
-*answers*, queryable by SQL (see the ``final_matches`` view).
+One schema (``schema.py``, brought up to date by ``migrate.py`` when a database is opened) serves
+SQLite (the default file) and Postgres (``MATCHING_DATABASE_URL``) through SQLAlchemy Core.
+Dagster's own storage is the record of *progress*; this database is the record of *answers*,
+queryable by SQL (see the ``final_matches`` view).
 
 Writes that the pipeline repeats are idempotent by construction: a chunk's decisions for a stage
 are replaced in one transaction, and a batch is keyed by its content hash so that the same file
@@ -11,11 +12,9 @@ dropped twice maps to the batch that already exists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,114 +27,16 @@ import sqlalchemy as sa
 from matching_pipeline.core.models import HUMAN_STAGE, ITEM_FIELDS, RESULT_STAGES, STAGES, Candidate, Decision
 from matching_pipeline.core.review import ReviewSettings, review_reason
 from matching_pipeline.results.faults import retry_safe
+from matching_pipeline.results.migrate import upgrade_schema
+from matching_pipeline.results.schema import batches, cache, items, match_results, review_reasons, stage_chunks
 
 CHUNK_SIZE = 10
 """Items per chunk partition. Fixed: chunks are never re-cut once they exist."""
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
-metadata = sa.MetaData()
-
-batches = sa.Table(
-    "batches",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("project", sa.String(64), nullable=False),
-    sa.Column("source_name", sa.Text, nullable=False),
-    sa.Column("content_sha256", sa.String(64), nullable=False),
-    sa.Column("item_count", sa.Integer, nullable=False),
-    sa.Column("chunk_count", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("project", "content_sha256", name="uq_batches_project_content"),
-)
-
-items = sa.Table(
-    "items",
-    metadata,
-    sa.Column("project", sa.String(64), primary_key=True),
-    sa.Column("item_id", sa.Text, primary_key=True),
-    sa.Column("batch_id", sa.Integer, sa.ForeignKey("batches.id"), nullable=False),
-    sa.Column("chunk_key", sa.Text, nullable=False, index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("part_number", sa.Text),
-    sa.Column("manufacturer", sa.Text),
-    sa.Column("gtin", sa.Text),
-    sa.Column("extra", sa.JSON, nullable=False),
-)
-
-match_results = sa.Table(
-    "match_results",
-    metadata,
-    sa.Column("project", sa.String(64), primary_key=True),
-    sa.Column("item_id", sa.Text, primary_key=True),
-    sa.Column("stage", sa.String(16), primary_key=True),
-    sa.Column("chunk_key", sa.Text, nullable=False, index=True),
-    sa.Column("catalog_id", sa.Text),
-    sa.Column("method", sa.String(32), nullable=False),
-    sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("evidence", sa.JSON, nullable=False),
-    sa.Column("candidates", sa.JSON, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("catalog_version", sa.String(80)),
-    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-stage_chunks = sa.Table(
-    "stage_chunks",
-    metadata,
-    sa.Column("stage", sa.String(16), primary_key=True),
-    sa.Column("chunk_key", sa.Text, primary_key=True),
-    sa.Column("decided", sa.Integer, nullable=False),
-    sa.Column("matched", sa.Integer, nullable=False),
-    sa.Column("catalog_version", sa.String(80)),
-    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
-)
-"""One row per chunk a stage has finished, even when it had nothing left to decide there."""
-
-review_reasons = sa.Table(
-    "review_reasons",
-    metadata,
-    sa.Column("project", sa.String(64), primary_key=True),
-    sa.Column("item_id", sa.Text, primary_key=True),
-    sa.Column("stage", sa.String(16), primary_key=True),
-    sa.Column("chunk_key", sa.Text, nullable=False, index=True),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-"""Why a stage's decision on an item should be reviewed (see ``core/review.py``). Written and
-replaced with that stage's results, in the same transaction, so the queue never disagrees with
-the decisions; which items are *open* is derived from it and ``final_matches`` when read."""
-
-schema_marks = sa.Table(
-    "schema_marks",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-)
-"""Fingerprints of the views as this code defines them, so an older database gets the current
-definition once at start-up instead of every process recreating views on every start."""
-
-cache = sa.Table(
-    "response_cache",
-    metadata,
-    sa.Column("namespace", sa.String(32), primary_key=True),
-    sa.Column("key", sa.String(128), primary_key=True),
-    sa.Column("value", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-_STAGE_ORDER = " ".join(f"WHEN '{stage}' THEN {rank}" for rank, stage in enumerate(RESULT_STAGES))
-FINAL_MATCHES_VIEW = f"""
-CREATE VIEW final_matches AS
-SELECT r.* FROM match_results r
-WHERE (CASE r.stage {_STAGE_ORDER} END) = (
-    SELECT MAX(CASE l.stage {_STAGE_ORDER} END) FROM match_results l
-    WHERE l.project = r.project AND l.item_id = r.item_id
-)
-"""
-"""An item's answer: its row of the highest-ranked stage, a person's (``human``) above all."""
-FINAL_MATCHES_FINGERPRINT = hashlib.sha256(FINAL_MATCHES_VIEW.encode()).hexdigest()[:32]
+_DEFAULT_REVIEW = ReviewSettings()
+"""The review thresholds when a caller names none (frozen, so one instance serves every call)."""
 
 
 def chunk_key(batch_id: int, project: str, chunk_index: int) -> str:
@@ -219,24 +120,8 @@ class ResultsDatabase:
             if self.engine.url.database not in (None, "", ":memory:"):
                 Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._create_schema()
-
-    def _create_schema(self) -> None:
-        """Create what is missing. Several processes (webserver, daemon, runs, CLI) may start at
-        once on a fresh database, so creation is serialised (an advisory lock on Postgres) or, on
-        SQLite, retried once when another process won the race."""
-        for attempt in range(2):
-            try:
-                with self.engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
-                    metadata.create_all(conn)
-                    _ensure_final_matches_view(conn)
-                return
-            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                if attempt:
-                    raise
-                time.sleep(0.5)
+        # Every process opening the database brings it to this code's schema (results/migrate.py).
+        upgrade_schema(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -290,7 +175,7 @@ class ResultsDatabase:
                         chunk_count=chunk_count,
                         created_at=_now(),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]  # an insert with an autoincrement key always has one
                 extra_columns = [c for c in frame.columns if c not in ITEM_FIELDS]
                 fields = [name for name in ITEM_FIELDS if name in frame.columns]
                 rows = [
@@ -334,7 +219,7 @@ class ResultsDatabase:
         stage: str,
         chunks: Mapping[str, Sequence[Decision]],
         catalog_version: str | None,
-        review: ReviewSettings = ReviewSettings(),
+        review: ReviewSettings = _DEFAULT_REVIEW,
     ) -> dict[str, int]:
         """Replace what ``stage`` decided for each chunk, and why any of it needs review, all in
         one transaction. Returns how many of each chunk's decisions gave a review reason.
@@ -348,7 +233,7 @@ class ResultsDatabase:
         if not chunks:
             return {}
         now = _now()
-        reasons = [
+        reasons: list[dict[str, Any]] = [
             {
                 "project": parse_chunk_key(chunk)[1],
                 "item_id": d.item_id,
@@ -401,8 +286,8 @@ class ResultsDatabase:
                 conn.execute(review_reasons.insert(), reasons)
             conn.execute(stage_chunks.insert(), finished)
         counts = dict.fromkeys(chunks, 0)
-        for reason in reasons:
-            counts[reason["chunk_key"]] += 1
+        for doubt in reasons:
+            counts[doubt["chunk_key"]] += 1
         return counts
 
     @retry_safe
@@ -430,6 +315,56 @@ class ResultsDatabase:
                     )
                 ).scalars()
             )
+
+    @retry_safe
+    def current_answers(self, stages: Sequence[str], chunk_keys: Sequence[str]) -> dict[str, dict[str, Decision | None]]:
+        """``{chunk_key: {item_id: decision}}``: each item's latest decision among ``stages``
+        (None when none of them decided it), without candidates.
+
+        A lean read for planning and counting over thousands of chunks at once: candidate lists
+        are most of a decision's bytes and nobody planning work needs them.
+        """
+        rank = {stage: i for i, stage in enumerate(STAGES)}
+        keys = list(chunk_keys)
+        out: dict[str, dict[str, Decision | None]] = {key: {} for key in keys}
+        columns = [c for c in match_results.c if c.name != "candidates"]
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 5000):  # SQLite's bound on variables per statement
+                part = keys[start : start + 5000]
+                for row in conn.execute(sa.select(items.c.chunk_key, items.c.item_id).where(items.c.chunk_key.in_(part))):
+                    out[row.chunk_key][row.item_id] = None
+                if not stages:
+                    continue
+                query = sa.select(*columns).where(match_results.c.stage.in_(list(stages)), match_results.c.chunk_key.in_(part))
+                held: dict[tuple[str, str], int] = {}
+                for record in conn.execute(query).mappings():
+                    where = (record["chunk_key"], record["item_id"])
+                    if held.get(where, -1) < rank[record["stage"]]:
+                        held[where] = rank[record["stage"]]
+                        out[record["chunk_key"]][record["item_id"]] = _decision({**record, "candidates": []})
+        return out
+
+    @retry_safe
+    def batch_match_rates(self, project: str, stage: str, batch_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """``{batch_id: (items, matched)}`` over each batch's chunks that ``stage`` has finished,
+        an item counting as matched when its latest decision up to ``stage`` names an entry."""
+        upto = STAGES[: STAGES.index(stage) + 1]
+        with self.engine.connect() as conn:
+            finished = set(
+                conn.execute(
+                    sa.select(stage_chunks.c.chunk_key)
+                    .join(items, items.c.chunk_key == stage_chunks.c.chunk_key)
+                    .where(stage_chunks.c.stage == stage, items.c.project == project, items.c.batch_id.in_(list(batch_ids)))
+                    .distinct()
+                ).scalars()
+            )
+        answers = self.current_answers(upto, sorted(finished))
+        rates: dict[int, tuple[int, int]] = {}
+        for key, by_item in answers.items():
+            batch_id = parse_chunk_key(key)[0]
+            total, matched = rates.get(batch_id, (0, 0))
+            rates[batch_id] = (total + len(by_item), matched + sum(d is not None and d.matched for d in by_item.values()))
+        return rates
 
     @retry_safe
     def final_matches(self, project: str, batch_id: int | None = None) -> pd.DataFrame:
@@ -480,7 +415,7 @@ class ResultsDatabase:
             entry = stages.setdefault(stage, {"matched": 0, "methods": {}})
             entry["matched"] += n
             entry["methods"][method] = n
-        for stage, entry in stages.items():
+        for entry in stages.values():
             entry["match_rate"] = round(entry["matched"] / total, 4) if total else 0.0
         return {
             "project": project,
@@ -582,17 +517,17 @@ class ResultsDatabase:
                         review_reasons.c.project == project, review_reasons.c.item_id.in_(part)
                     )
                 ).all()
-                for item_id, stage, reason in sorted(doubts, key=lambda r: RESULT_STAGES.index(r[1])):
+                for item_id, _stage, reason in sorted(doubts, key=lambda r: RESULT_STAGES.index(r[1])):
                     reasons[item_id] = reason  # the latest stage's reason wins
             rows = []
             for item_id, catalog_id in choices.items():
                 before = previous.get(item_id)
-                machine = _decision(before) if before is not None else None
+                answer = _decision(before) if before is not None else None
                 evidence = {
                     "source": source,
-                    "previous": None if machine is None else {
-                        "stage": before["stage"], "catalog_id": machine.catalog_id,
-                        "method": machine.method, "confidence": machine.confidence,
+                    "previous": None if before is None or answer is None else {
+                        "stage": before["stage"], "catalog_id": answer.catalog_id,
+                        "method": answer.method, "confidence": answer.confidence,
                     },
                     "review_reason": reasons.get(item_id),
                 }
@@ -606,7 +541,7 @@ class ResultsDatabase:
                         "method": HUMAN_STAGE,
                         "confidence": 1.0,
                         "evidence": evidence,
-                        "candidates": [c.to_dict() for c in (machine.candidates if machine else [])],
+                        "candidates": [c.to_dict() for c in (answer.candidates if answer else [])],
                         "error": None,
                         "catalog_version": before["catalog_version"] if before is not None else None,
                         "decided_at": now,
@@ -720,25 +655,6 @@ def _item_rows(conn: sa.Connection, project: str, ids: Sequence[str]) -> dict[st
         for row in conn.execute(query).mappings():
             out[row["item_id"]] = dict(row)
     return out
-
-
-def _ensure_final_matches_view(conn: sa.Connection) -> None:
-    """Create ``final_matches``, or re-create it when the database holds an older definition
-    (one that did not rank human decisions first, say), which ``create_all`` never replaces.
-
-    The mark's DELETE comes first so that, on SQLite too, the DROP and CREATE run inside the
-    transaction it opens: no reader ever finds the view missing, and a second process doing the
-    same waits for this one's commit instead of interleaving with it.
-    """
-    current = conn.execute(
-        sa.select(schema_marks.c.fingerprint).where(schema_marks.c.name == "final_matches")
-    ).scalar_one_or_none()
-    if current == FINAL_MATCHES_FINGERPRINT and "final_matches" in sa.inspect(conn).get_view_names():
-        return
-    conn.execute(schema_marks.delete().where(schema_marks.c.name == "final_matches"))
-    conn.exec_driver_sql("DROP VIEW IF EXISTS final_matches")
-    conn.exec_driver_sql(FINAL_MATCHES_VIEW)
-    conn.execute(schema_marks.insert().values(name="final_matches", fingerprint=FINAL_MATCHES_FINGERPRINT))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -629,7 +629,7 @@ def _clean_title(title: str) -> str:
 
 def _random_code(pattern: str, u: np.ndarray) -> str:
     out = []
-    for ch, x in zip(pattern, u):
+    for ch, x in zip(pattern, u, strict=False):
         if ch == "A":
             out.append(_LETTERS[int(x * len(_LETTERS))])
         elif ch == "9":
@@ -671,7 +671,7 @@ def _check_digits(payload12: np.ndarray) -> np.ndarray:
 def _gtin_strings(payload12: np.ndarray, thirteen: np.ndarray) -> list[str]:
     """UPC-A makers' codes come out as 12 digits, or as 13 with a leading zero where ``thirteen``."""
     full = payload12 * 10 + _check_digits(payload12)
-    return [f"{v:013d}" if t or v >= 10**12 else f"{v:012d}" for v, t in zip(full.tolist(), thirteen.tolist())]
+    return [f"{v:013d}" if t or v >= 10**12 else f"{v:012d}" for v, t in zip(full.tolist(), thirteen.tolist(), strict=True)]
 
 
 def _assign_gtins(manufacturers: np.ndarray, rng: np.random.Generator, share: float) -> list[str | None]:
@@ -685,7 +685,7 @@ def _assign_gtins(manufacturers: np.ndarray, rng: np.random.Generator, share: fl
         payload[idx] = _GS1_PREFIX[name] * 100_000 + refs
     codes = _gtin_strings(payload[has], thirteen[has])
     out: list[str | None] = [None] * n
-    for i, code in zip(np.flatnonzero(has).tolist(), codes):
+    for i, code in zip(np.flatnonzero(has).tolist(), codes, strict=True):
         out[i] = code
     return out
 
@@ -727,8 +727,8 @@ def _build_products(n: int, rng: np.random.Generator, known: _Known) -> pd.DataF
         kind = _KINDS[kind_idx[family]]
         brand = kind.brands[int(brand_draw[family] * len(kind.brands))]
         variants = _pick_variants(kind, int(sizes[family]), variant_draws[family])[: n - len(rows)]
-        codes = [{a.name: a.options[o].code for a, o in zip(kind.axes, v)} for v in variants]
-        labels = [{a.name: a.options[o].label for a, o in zip(kind.axes, v)} for v in variants]
+        codes = [{a.name: a.options[o].code for a, o in zip(kind.axes, v, strict=True)} for v in variants]
+        labels = [{a.name: a.options[o].label for a, o in zip(kind.axes, v, strict=True)} for v in variants]
         pattern = kind.base
         attempt = 0
         while True:
@@ -746,9 +746,9 @@ def _build_products(n: int, rng: np.random.Generator, known: _Known) -> pd.DataF
                 # A crowded code space gets one more digit rather than retrying forever.
                 pattern += "9"
             attempt += 1
-        for variant, title, part_number in zip(variants, titles, part_numbers):
+        for variant, title, part_number in zip(variants, titles, part_numbers, strict=True):
             known.add(title, part_number, None)
-            factor = math.prod(a.options[o].factor for a, o in zip(kind.axes, variant))
+            factor = math.prod(a.options[o].factor for a, o in zip(kind.axes, variant, strict=True))
             rows.append((title, part_number, brand.name, kind.category, kind.price * family_price[family] * factor))
         family += 1
     frame = pd.DataFrame(rows, columns=["title", "part_number", "manufacturer", "category", "list_price"])
@@ -775,7 +775,7 @@ def generate_catalog(n: int, seed: int = 0) -> pd.DataFrame:
 
 def _titles(catalog: pd.DataFrame) -> pd.Series:
     """Catalog descriptions without the trailing part number, i.e. the product name proper."""
-    pairs = zip(catalog["description"].tolist(), catalog["part_number"].tolist())
+    pairs = zip(catalog["description"].tolist(), catalog["part_number"].tolist(), strict=True)
     return pd.Series([d.removesuffix(f" - {pn}") for d, pn in pairs], index=catalog.index, dtype="str")
 
 
@@ -800,7 +800,7 @@ def _near_misses(
     """
     columns = {c: catalog[c].tolist() for c in ("part_number", "manufacturer", "gtin", "category", "list_price")}
     title_list = titles.tolist()
-    rows = []
+    rows: list[tuple[str, str, str, str | None, str, float]] = []
     for i in rng.permutation(len(catalog)).tolist():
         if len(rows) == k:
             break
@@ -988,9 +988,13 @@ def generate_items(
     # 25% of items carry a GTIN: scale by how many of their source rows have one.
     gtin_share = source["gtin"].notna().mean() if n else 1.0
     keep_gtin = min(1.0, 0.25 / gtin_share) if gtin_share else 0.0
-    descriptions, part_numbers, manufacturers, gtins, units = [], [], [], [], []
-    rows = zip(*(source[c].tolist() for c in ("title", "part_number", "manufacturer", "gtin", "category")))
-    for u, (title, part_number, manufacturer, gtin, category) in zip(draws, rows):
+    descriptions: list[str] = []
+    part_numbers: list[str | None] = []
+    manufacturers: list[str | None] = []
+    gtins: list[str | None] = []
+    units: list[str] = []
+    rows = zip(*(source[c].tolist() for c in ("title", "part_number", "manufacturer", "gtin", "category")), strict=True)
+    for u, (title, part_number, manufacturer, gtin, category) in zip(draws, rows, strict=False):
         descriptions.append(_messy_description(title, part_number, manufacturer, u))
         if u[15] < 0.40:
             part_numbers.append(None)

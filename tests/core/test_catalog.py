@@ -34,7 +34,7 @@ def test_retrieve_ranks_the_right_entry_first(index):
     results = index.retrieve(["sony kdl-46v4100 bravia", "netgear prosafe switch"], k=3)
     assert [found[0].catalog_id for found in results] == ["c2", "c3"]
     assert all(len(found) == 3 for found in results)
-    assert all(1.0 >= a.score >= b.score >= 0.0 for found in results for a, b in zip(found, found[1:]))
+    assert all(1.0 >= a.score >= b.score >= 0.0 for found in results for a, b in zip(found, found[1:], strict=False))
 
 
 def test_retrieve_returns_candidates_with_entry_fields(index):

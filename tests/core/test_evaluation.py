@@ -9,8 +9,8 @@ import pytest
 
 from matching_pipeline.core.evaluation import (
     Label,
-    candidate_recall,
     LabelSet,
+    candidate_recall,
     evaluate,
     human_labels,
     merge_labels,

@@ -11,8 +11,8 @@ from matching_pipeline.core.web_evidence import (
     WebEvidenceSettings,
     assess,
     build_queries,
-    stated_codes,
     result_identifiers,
+    stated_codes,
 )
 
 CATALOG_ROWS: list[dict[str, str | None]] = [

@@ -45,7 +45,7 @@ from matching_pipeline.core.llm import (
 )
 from matching_pipeline.core.models import Candidate, Decision
 from matching_pipeline.defs.openai_resource import OpenAIResource
-from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset, wants_verify
+from matching_pipeline.defs.stages import SKIPPED, STAGE_SPECS, stage_asset, wants_verify
 from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase
 
 CACHE_NAMESPACE = "ai"
@@ -82,6 +82,8 @@ class AIStage:
         self.db = db
         self.catalog_version: str | None = catalog_version
         self._requests: dict[str, list[RequestRecord]] = {}
+        self.skip_note: str | None = None if session is not None else SKIPPED_NOTE
+        """Why the stage only passes items on (:class:`~matching_pipeline.defs.stages.MaySkip`)."""
 
     @property
     def verifies_accepts(self) -> bool:
@@ -109,7 +111,7 @@ class AIStage:
         accepted = {q.item_id: earlier[q.item_id] for q in questions if q.item_id in earlier and wants_verify(earlier[q.item_id])}
         if self.session is None:
             return [
-                Decision(q.item_id, None, "skipped", 0.0, {"skipped": "no model configured"}, list(q.candidates))
+                Decision(q.item_id, None, SKIPPED, 0.0, {"skipped": "no model configured"}, list(q.candidates))
                 for q in questions
             ]
         model = self.openai.model

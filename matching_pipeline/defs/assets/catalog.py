@@ -25,7 +25,7 @@ def catalog(context: dg.AssetExecutionContext, catalog_source: CatalogResource) 
             "catalog_version": index.version,
             "entries": len(index),
             "source": catalog_source.path,
-            "index_path": str(catalog_source.index_path(index.version)),
+            "index_path": catalog_source.index_location(index.version),
             "built_now": built,
             "seconds": round(time.perf_counter() - began, 3),
         },

@@ -15,9 +15,9 @@ from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset
 
 
 class EnhancedStage:
-    def __init__(self, index: CatalogIndex, settings: EnhancedSettings = EnhancedSettings()):
+    def __init__(self, index: CatalogIndex, settings: EnhancedSettings | None = None):
         self.index = index
-        self.settings = settings
+        self.settings = settings or EnhancedSettings()
         self.catalog_version: str | None = index.version
 
     def decide(self, pending: pd.DataFrame, earlier: Mapping[str, Decision]) -> list[Decision]:

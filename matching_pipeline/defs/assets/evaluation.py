@@ -135,7 +135,7 @@ def precision_on_labels(context: dg.AssetCheckExecutionContext, evaluation_confi
     materialization = event.asset_materialization if event else None
     rows: dict[str, dict[str, Any]] = {}
     if materialization is not None and "projects" in materialization.metadata:
-        rows = materialization.metadata["projects"].value  # type: ignore[assignment]
+        rows = materialization.metadata["projects"].value
     target = evaluation_config.target_precision
     below = {p: f["precision"] for p, f in rows.items() if f.get("precision") is not None and f["precision"] < target}
     rejected = sorted(p for p, f in rows.items() if "error" in f)

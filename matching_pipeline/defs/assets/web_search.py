@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
+
 from matching_pipeline.clients.openai_chat import ChatAPIError, ChatSession, OpenAIChatClient
 from matching_pipeline.clients.search import (
     SearchClient,
@@ -51,7 +52,7 @@ from matching_pipeline.core.web_evidence import (
 )
 from matching_pipeline.defs.openai_resource import OpenAIResource
 from matching_pipeline.defs.search_resource import NOT_CONFIGURED_NOTE, SearchResource
-from matching_pipeline.defs.stages import STAGE_SPECS, stage_asset
+from matching_pipeline.defs.stages import SKIPPED, STAGE_SPECS, stage_asset
 from matching_pipeline.results.store import ResultsDatabase
 
 MAX_CANDIDATES = 10
@@ -136,7 +137,7 @@ class WebSearchStage:
         search: SearchResource,
         db: ResultsDatabase,
         index: CatalogIndex | None,
-        settings: WebEvidenceSettings = WebEvidenceSettings(),
+        settings: WebEvidenceSettings | None = None,
         openai: OpenAIResource | None = None,
         session: ChatSession | None = None,
     ):
@@ -147,11 +148,13 @@ class WebSearchStage:
         self.openai = openai
         self.session = session
         self.index = index
-        self.settings = settings
+        self.settings = settings or WebEvidenceSettings()
         self.catalog_version: str | None = index.version if index else None
         self.cache = SearchCache(db, search.provider, search.results_per_query, timedelta(days=search.cache_ttl_days))
         self._label = search.describe() if search.configured else ""
         self._pace = search.new_pace() if search.configured else None
+        self.skip_note: str | None = None if search.configured else NOT_CONFIGURED_NOTE
+        """Why the stage only passes items on (:class:`~matching_pipeline.defs.stages.MaySkip`)."""
 
     def decide(self, pending: pd.DataFrame, earlier: Mapping[str, Decision]) -> list[Decision]:
         rows = pending.to_dict("records")
@@ -259,7 +262,7 @@ class WebSearchStage:
 
 
 def _skipped(item_id: str, prior: Decision | None) -> Decision:
-    return Decision(item_id, None, "skipped", 0.0, {"note": NOT_CONFIGURED_NOTE}, list(prior.candidates) if prior else [])
+    return Decision(item_id, None, SKIPPED, 0.0, {"note": NOT_CONFIGURED_NOTE}, list(prior.candidates) if prior else [])
 
 
 def _merge(first: Sequence[Candidate], then: Sequence[Candidate]) -> list[Candidate]:
