@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
 
 from matching_pipeline.api import create_app
-from tests.helpers import ingest_items
+from tests.helpers import ingest_items, serve_app
 
 TOKEN = "t0ken-for-tests"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _served(app: ASGIApp) -> Iterator[httpx.Client]:
+def _served(app: object) -> AbstractContextManager[httpx.Client]:
     """``app`` under uvicorn on a free port of 127.0.0.1, and a client that sends the token."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return serve_app(app, token=TOKEN, timeout=120)
 
 
 @pytest.fixture
