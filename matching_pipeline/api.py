@@ -607,7 +607,7 @@ def create_app(
     def store_upload(project: str, path: Path) -> Batch:
         try:
             batch = ingest_file(
-                results(), path, project, encoding=settings.items_encoding, columns=settings.item_columns, limits=settings.field_limits
+                results(), path, project, read=settings.item_read_options
             )
         except InputError as exc:
             # Described by the client's file name, never the temporary path on this server.

@@ -82,7 +82,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     db = open_results_database(settings.database_url)
     try:
         batch = ingest_file(
-            db, items_path, args.project, encoding=settings.items_encoding, columns=settings.item_columns, limits=settings.field_limits
+            db, items_path, args.project, read=settings.item_read_options
         )
     except InputError as exc:
         print(str(exc), file=sys.stderr)

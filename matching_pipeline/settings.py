@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from matching_pipeline.core.readers import FieldLimits
+from matching_pipeline.core.readers import FieldLimits, ReadOptions
 from matching_pipeline.core.review import ReviewSettings
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def field_limits(self) -> FieldLimits:
         return FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
+
+    @property
+    def item_read_options(self) -> ReadOptions:
+        """How item files are read, wherever they arrive (CLI, API, inboxes)."""
+        return ReadOptions(encoding=self.items_encoding, columns=self.item_columns, limits=self.field_limits)
 
     @property
     def rejected_dir(self) -> Path:

@@ -20,7 +20,7 @@ import io
 import json
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,20 @@ class FieldLimits:
 
 
 DEFAULT_LIMITS = FieldLimits()
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How an item file is read: its encoding, its own column names (``{"item_id": "SKU"}``) and
+    the longest values accepted. One value, so every way a file arrives (CLI, API, local and
+    object-store inbox) reads it alike."""
+
+    encoding: str = "utf-8"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    limits: FieldLimits = DEFAULT_LIMITS
+
+
+DEFAULT_READ = ReadOptions()
 
 BYTE_ORDER_MARKS = (
     (b"\xff\xfe\x00\x00", "utf-32"),

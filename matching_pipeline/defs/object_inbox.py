@@ -15,7 +15,6 @@ from matching_pipeline.defs.resources import InboxResource, ResultsDatabaseResou
 from matching_pipeline.defs.sensors import start_scanned_batches
 from matching_pipeline.results.ingest import sightings_from_cursor
 from matching_pipeline.results.object_inbox import scan_object_inbox
-from matching_pipeline.settings import parse_column_map
 
 
 @dg.sensor(
@@ -39,9 +38,7 @@ def object_inbox_sensor(
         results.get(),
         fs,
         root,
-        encoding=inbox.encoding,
-        columns=parse_column_map(inbox.columns),
-        limits=inbox.field_limits(),
+        read=inbox.read_options(),
         settle_seconds=inbox.settle_seconds,
         require_done=inbox.require_done,
         seen=sightings_from_cursor(context.cursor),

@@ -17,7 +17,7 @@ from fsspec import AbstractFileSystem
 
 from matching_pipeline.clients.object_store import join, open_store, publish_file
 from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
-from matching_pipeline.core.readers import CATALOG, FieldLimits, content_hash, read_table
+from matching_pipeline.core.readers import CATALOG, FieldLimits, ReadOptions, content_hash, read_table
 from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.results.store import ResultsDatabase
 from matching_pipeline.settings import parse_column_map
@@ -190,5 +190,6 @@ class InboxResource(dg.ConfigurableResource):
     """An object-store inbox besides the folder (``MATCHING_INBOX_URL``; ``object_inbox.py``)."""
     s3_endpoint_url: str = ""
 
-    def field_limits(self) -> FieldLimits:
-        return FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
+    def read_options(self) -> ReadOptions:
+        limits = FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
+        return ReadOptions(encoding=self.encoding, columns=parse_column_map(self.columns), limits=limits)

@@ -17,7 +17,6 @@ from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
 from matching_pipeline.results.ingest import InboxScan, scan_inbox, sightings_from_cursor
 from matching_pipeline.results.retired import retired_batch_ids
 from matching_pipeline.results.store import Batch
-from matching_pipeline.settings import parse_column_map
 
 RECOVERY_AGE = timedelta(minutes=5)
 """A stored batch with no partitions after this long was interrupted mid-tick: finish it."""
@@ -54,9 +53,7 @@ def new_items_sensor(
         db,
         Path(inbox.inbox_dir),
         Path(inbox.data_dir),
-        encoding=inbox.encoding,
-        columns=parse_column_map(inbox.columns),
-        limits=inbox.field_limits(),
+        read=inbox.read_options(),
         settle_seconds=inbox.settle_seconds,
         require_done=inbox.require_done,
         seen=sightings_from_cursor(context.cursor),

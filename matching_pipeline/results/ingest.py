@@ -37,12 +37,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from matching_pipeline.core.readers import (
-    DEFAULT_LIMITS,
+    DEFAULT_READ,
     ITEMS,
     SUPPORTED_SUFFIXES,
-    FieldLimits,
     InputError,
     Problem,
+    ReadOptions,
     content_hash,
     read_table,
 )
@@ -63,9 +63,7 @@ def ingest_file(
     path: Path,
     project: str,
     *,
-    encoding: str = "utf-8",
-    columns: Mapping[str, str] | None = None,
-    limits: FieldLimits = DEFAULT_LIMITS,
+    read: ReadOptions = DEFAULT_READ,
 ) -> Batch:
     """Validate ``path`` and store it as a batch of ``project`` (or return the batch it already is).
 
@@ -82,7 +80,7 @@ def ingest_file(
     existing = db.find_batch(project, digest)
     if existing:
         return existing
-    frame = read_table(path, ITEMS, columns=columns, encoding=encoding, data=data, limits=limits)
+    frame = read_table(path, ITEMS, columns=read.columns, encoding=read.encoding, data=data, limits=read.limits)
     try:
         return db.add_batch(project, path.name, digest, frame)
     except ValueError as exc:
@@ -148,9 +146,7 @@ def scan_inbox(
     inbox: Path,
     data_dir: Path,
     *,
-    encoding: str = "utf-8",
-    columns: Mapping[str, str] | None = None,
-    limits: FieldLimits = DEFAULT_LIMITS,
+    read: ReadOptions = DEFAULT_READ,
     settle_seconds: float = 5.0,
     require_done: bool = False,
     seen: Mapping[str, Sighting] | None = None,
@@ -196,7 +192,7 @@ def scan_inbox(
     ready.sort(key=lambda entry: entry[0])
     taken: set[str] = set()
     for _, key, path, marker in ready[:limit]:
-        outcome = _take(db, path, data_dir, encoding=encoding, columns=columns, limits=limits)
+        outcome = _take(db, path, data_dir, read=read)
         if outcome is None:
             continue
         scan.outcomes.append(outcome)
@@ -227,9 +223,7 @@ def judge_file(
     path: Path,
     project: str,
     *,
-    encoding: str = "utf-8",
-    columns: Mapping[str, str] | None = None,
-    limits: FieldLimits = DEFAULT_LIMITS,
+    read: ReadOptions = DEFAULT_READ,
 ) -> Verdict:
     """Ingest one complete file of an inbox, whatever kind of inbox; never raises.
 
@@ -239,7 +233,7 @@ def judge_file(
     try:
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             raise InputError(path, [Problem(f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")])
-        return Verdict(batch=ingest_file(db, path, project, encoding=encoding, columns=columns, limits=limits))
+        return Verdict(batch=ingest_file(db, path, project, read=read))
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, it must not stop the other files
         if not isinstance(exc, InputError) and isinstance(exc, sa.exc.SQLAlchemyError) and not _answers(db):
             return Verdict(unavailable=type(exc).__name__)
@@ -259,13 +253,11 @@ def _take(
     path: Path,
     data_dir: Path,
     *,
-    encoding: str,
-    columns: Mapping[str, str] | None,
-    limits: FieldLimits,
+    read: ReadOptions,
 ) -> InboxOutcome | None:
     """Ingest one complete file and move it to processed/ or rejected/; never raises."""
     project = path.parent.name
-    verdict = judge_file(db, path, project, encoding=encoding, columns=columns, limits=limits)
+    verdict = judge_file(db, path, project, read=read)
     if verdict.batch is None and not path.exists():
         return None  # taken away while we read it: nothing to reject, nothing lost
     if verdict.unavailable:

@@ -33,7 +33,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from matching_pipeline.core.readers import DEFAULT_LIMITS, FieldLimits
+from matching_pipeline.core.readers import DEFAULT_READ, ReadOptions
 from matching_pipeline.results.ingest import (
     DONE_SUFFIX,
     InboxOutcome,
@@ -62,9 +62,7 @@ def scan_object_inbox(
     fs: AbstractFileSystem,
     root: str,
     *,
-    encoding: str = "utf-8",
-    columns: Mapping[str, str] | None = None,
-    limits: FieldLimits = DEFAULT_LIMITS,
+    read: ReadOptions = DEFAULT_READ,
     settle_seconds: float = 5.0,
     require_done: bool = False,
     seen: Mapping[str, Sighting] | None = None,
@@ -111,7 +109,7 @@ def scan_object_inbox(
     ready.sort(key=lambda entry: entry[:2])
     taken: set[str] = set()
     for _, key, path, marker in ready[:limit]:
-        outcome = _take(db, fs, root, path, encoding=encoding, columns=columns, limits=limits)
+        outcome = _take(db, fs, root, path, read=read)
         if outcome is None:
             continue
         scan.outcomes.append(outcome)
@@ -130,9 +128,7 @@ def _take(
     root: str,
     path: str,
     *,
-    encoding: str,
-    columns: Mapping[str, str] | None,
-    limits: FieldLimits,
+    read: ReadOptions,
 ) -> InboxOutcome | None:
     """Download one object, judge it as the local inbox would, and move it; never raises."""
     project, name = path.rsplit("/", 2)[-2:]
@@ -146,7 +142,7 @@ def _take(
             return None  # moved away by another worker since the listing: nothing lost
         except OSError as exc:
             return InboxOutcome(shown, project, note=f"left in the inbox: could not be downloaded ({type(exc).__name__})")
-        verdict = judge_file(db, local, project, encoding=encoding, columns=columns, limits=limits)
+        verdict = judge_file(db, local, project, read=read)
     if verdict.unavailable:
         return InboxOutcome(shown, project, note=f"left in the inbox: the results database is unavailable ({verdict.unavailable})")
     if verdict.reason is not None:
