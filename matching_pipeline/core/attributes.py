@@ -99,6 +99,8 @@ class Vocabulary:
     makers: dict[tuple[str, ...], str] = field(default_factory=dict)
     """Maker name or alias (as words, suffixes dropped) -> canonical maker."""
     maker_suffixes: frozenset[str] = frozenset()
+    _taught: set[str] = field(default_factory=set)
+    """Raw names already taught: every block of a run teaches its catalog's makers again."""
 
     @classmethod
     def load(cls, *extra_dirs: Path | str | None) -> Vocabulary:
@@ -133,6 +135,10 @@ class Vocabulary:
         """Teach the vocabulary maker names (a catalog's or item list's own manufacturer values)."""
         target = " ".join(self.maker_words(canonical)) if canonical else None
         for name in names:
+            if canonical is None:
+                if name in self._taught:
+                    continue
+                self._taught.add(name)
             words = self.maker_words(name)
             if words and len(words) <= MAKER_WINDOW and words not in self.makers:
                 self.makers[words] = target or " ".join(words)
