@@ -16,8 +16,10 @@ all materialized. Target (issue 11): at most 30 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,6 +100,7 @@ def main() -> int:
 
     from matching_pipeline.definitions import build_definitions
     from matching_pipeline.defs.assets.catalog import catalog
+    from matching_pipeline.jobs.runner import restore_interrupts
     from matching_pipeline.jobs.status import list_jobs
     from matching_pipeline.settings import SAMPLE_DIR, Settings
 
@@ -108,6 +111,7 @@ def main() -> int:
     assert dg.materialize([catalog], resources={"catalog_source": defs.resources["catalog_source"]}, instance=instance).success
 
     log = tmp / "daemon.log"
+    restore_interrupts()  # started in the background, the daemon would otherwise ignore SIGTERM
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
         cwd=REPO, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -156,11 +160,13 @@ def main() -> int:
                 + "  ".join(f"{what} {m - dropped:6.1f}s" for what, m in zip(("started", "ended"), marks[1:], strict=True) if m)
             )
     finally:
-        daemon.terminate()
-        try:
+        # The daemon's session holds its code server too: stop them together, or the code server
+        # outlives the benchmark.
+        os.killpg(daemon.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        with contextlib.suppress(ProcessLookupError):  # a code server that ignored SIGTERM
+            os.killpg(daemon.pid, signal.SIGKILL)
         instance.dispose()
         for name in databases:
             drop_postgres_database(name)

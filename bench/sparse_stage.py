@@ -37,14 +37,8 @@ import pandas as pd  # noqa: E402
 import web_search_throughput as workload_of  # noqa: E402
 
 from matching_pipeline.core.models import Candidate, Decision  # noqa: E402
-from matching_pipeline.defs.stages import (  # noqa: E402
-    RANGE_END,
-    RANGE_START,
-    STAGE_SPECS,
-    pending_counts,
-    plan_ranges_by_work,
-    plan_runs,
-)
+from matching_pipeline.defs.stages import STAGE_SPECS, pending_counts, plan_ranges_by_work, plan_runs  # noqa: E402
+from matching_pipeline.defs.tags import RANGE_END, RANGE_START  # noqa: E402
 from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase  # noqa: E402
 from matching_pipeline.settings import Settings  # noqa: E402
 from tests.servers.search_server import FakeSearch  # noqa: E402

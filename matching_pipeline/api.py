@@ -35,7 +35,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -71,7 +70,7 @@ from matching_pipeline.results.faults import connection_fault
 from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.results.review_queue import UnknownItem, decide, review_payload
 from matching_pipeline.results.store import Batch, ResultsDatabase
-from matching_pipeline.settings import Settings
+from matching_pipeline.settings import Settings, secret
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +430,7 @@ def create_app(
     ``settings.api_max_body_bytes``."""
     settings = settings or Settings.from_env()
     instance = instance or dg.DagsterInstance.get()
-    token = token if token is not None else os.environ.get("MATCHING_API_TOKEN") or None
+    token = token if token is not None else secret("MATCHING_API_TOKEN")
     limit = settings.api_max_body_bytes if max_body_bytes is None else max_body_bytes
     if limit < 1:
         raise ValueError(f"MATCHING_API_MAX_BODY_BYTES must be at least 1, got {limit}")

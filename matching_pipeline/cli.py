@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     overrides: dict[str, object] = {}
     if getattr(args, "catalog", None):
-        overrides["catalog_path"] = Path(args.catalog).resolve()
+        overrides["catalog_path"] = args.catalog  # a path (made absolute by Settings) or a URL
     if getattr(args, "catalog_encoding", None):
         overrides["catalog_encoding"] = args.catalog_encoding
     if getattr(args, "catalog_columns", None):
@@ -61,6 +61,7 @@ def _instance(settings: Settings):
 
 
 def cmd_match(args: argparse.Namespace) -> int:
+    from matching_pipeline.clients.object_store import object_stamp
     from matching_pipeline.definitions import build_definitions
     from matching_pipeline.defs.resources import open_results_database
     from matching_pipeline.jobs.pools import reap_dead_runs
@@ -76,8 +77,10 @@ def cmd_match(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     stages = [s for s in STAGES if s in requested]
     items_path = Path(args.items)
-    if not settings.catalog_path.exists():
-        print(f"catalog file not found: {settings.catalog_path}", file=sys.stderr)
+    try:  # before the items are stored: a catalog nobody can read would only fail the first stage
+        object_stamp(settings.catalog_path, settings.s3_endpoint_url)
+    except OSError as exc:  # names the path or URL (never its credentials)
+        print(f"catalog file not found or unreadable: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     db = open_results_database(settings.database_url)
     try:
@@ -101,7 +104,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     run_config = console_log_config("DEBUG" if args.verbose else "CRITICAL")
     try:
         _refresh_catalog(defs, instance, settings, run_config)
-    except (InputError, RuntimeError) as exc:  # a bad catalog file is the user's to fix: say which and why
+    except (InputError, OSError, RuntimeError) as exc:  # a bad catalog file is the user's to fix: say which and why
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -160,6 +163,7 @@ def _refresh_catalog(defs, instance, settings: Settings, run_config: dict[str, o
     """Materialise the catalog asset when the file's version is not the one last materialised."""
     import dagster as dg
 
+    from matching_pipeline.clients.object_store import object_name
     from matching_pipeline.jobs.runner import materialize_catalog
 
     resource = defs.resources["catalog_source"]
@@ -170,7 +174,7 @@ def _refresh_catalog(defs, instance, settings: Settings, run_config: dict[str, o
         value = event.asset_materialization.metadata.get("catalog_version")
         current = getattr(value, "value", None)
     if current != version:
-        print(f"catalog {settings.catalog_path.name}: building index for version {version}", flush=True)
+        print(f"catalog {object_name(settings.catalog_path)}: building index for version {version}", flush=True)
         materialize_catalog(defs, instance, run_config)
 
 
@@ -211,8 +215,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from matching_pipeline.core.readers import CATALOG, read_table
-    from matching_pipeline.defs.resources import open_results_database
+    from matching_pipeline.definitions import build_resources
+    from matching_pipeline.defs.resources import CatalogResource, open_results_database
     from matching_pipeline.results.evaluation import evaluate_project, format_report
 
     settings = _settings(args)
@@ -222,12 +226,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     catalog_ids = None
     try:  # the catalog's ids let the labels' unknown catalog ids be named; without it they are not checked
-        catalog = read_table(
-            settings.catalog_path, CATALOG, columns=settings.catalog_columns, encoding=settings.catalog_encoding,
-            limits=settings.field_limits,
-        )
-        catalog_ids = set(catalog["catalog_id"])
-    except InputError as exc:
+        catalog = build_resources(settings)["catalog_source"]  # a path or a URL, read as the stages read it
+        assert isinstance(catalog, CatalogResource)
+        catalog_ids = set(catalog.catalog_ids())
+    except (InputError, OSError) as exc:
         print(f"catalog ids of the labels not checked: {exc}", file=sys.stderr)
     out = Path(args.out) if args.out else settings.evaluation_dir / args.project
     db = open_results_database(settings.database_url)
@@ -266,7 +268,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     assert isinstance(catalog, CatalogResource)
     try:
         outcome = import_review(db, Path(args.file), catalog.catalog_ids, project=args.project)
-    except (InputError, FileNotFoundError) as exc:  # the review file or the catalog it is checked against
+    except (InputError, OSError) as exc:  # the review file or the catalog it is checked against
         print(f"{exc}\nnothing was applied", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(
@@ -365,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_project(command_parser: argparse.ArgumentParser) -> None:
         command_parser.add_argument("--project", required=True, metavar="NAME", help="project the items belong to, e.g. acme")
 
-    catalog = "catalog file, e.g. catalog.csv (default: MATCHING_CATALOG_PATH, else the bundled sample catalog)"
+    catalog = (
+        "catalog file or URL, e.g. catalog.csv or s3://bucket/catalog.csv "
+        "(default: MATCHING_CATALOG_PATH, else the bundled sample catalog)"
+    )
     catalog_columns = (
         "map catalog column names, e.g. catalog_id=id,description=name "
         "(default: MATCHING_CATALOG_COLUMNS, else the standard names)"
@@ -431,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-precision", type=float, metavar="P",
         help="precision the suggested thresholds must reach, e.g. 0.995 (default: MATCHING_TARGET_PRECISION, else 0.99)",
     )
-    evaluate.add_argument("--catalog", metavar="FILE", help="catalog whose ids the labels may name, e.g. catalog.csv "
+    evaluate.add_argument("--catalog", metavar="FILE", help="catalog (file or URL) whose ids the labels may name, e.g. catalog.csv "
                           "(default: MATCHING_CATALOG_PATH, else the bundled sample catalog)")
     evaluate.add_argument(
         "--out", metavar="DIR", help="directory for evaluation.json and the chart, e.g. eval/acme (default: <data dir>/evaluation/<project>)"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from matching_pipeline.core.attributes import Vocabulary, use_vocabulary
@@ -25,12 +23,12 @@ from matching_pipeline.defs.schedules import schedules
 from matching_pipeline.defs.search_resource import SearchResource
 from matching_pipeline.defs.sensors import catalog_sensor, new_items_sensor
 from matching_pipeline.defs.stages import without_pool
-from matching_pipeline.settings import Settings
+from matching_pipeline.settings import Settings, secret
 
 
 def _secret_or(name: str, default: str) -> str | dg.EnvVar:
     """Read ``name`` through ``EnvVar`` when set, so its value never lands in run config or the UI."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+    return dg.EnvVar(name) if secret(name) else default
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -62,6 +60,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             url=settings.inbox_url,
             s3_endpoint_url=settings.s3_endpoint_url,
         ),
+        # The model's and the search engine's settings are those of the environment of this moment
+        # (``current_settings()``: the same values as ``settings`` when the code location loads);
+        # a caller that hands in its own ``settings`` (the CLI's options, a test) does not set them.
         "openai": OpenAIResource.from_env(),
         "search": SearchResource.from_env(),
         "evaluation_config": EvaluationResource(

@@ -19,9 +19,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from matching_pipeline.jobs.runner import restore_interrupts
 from matching_pipeline.sample.generator import write_sample
 from matching_pipeline.settings import SAMPLE_DIR, Settings
 from tests.pg_cluster import PostgresCluster, require_cluster_binaries
+from tests.servers.s3_server import FAKE_CREDENTIALS, LocalS3, moto_s3
 
 POSTGRES_ADMIN_URL = os.environ.get("MATCHING_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
@@ -31,6 +33,13 @@ exports ``MATCHING_DATA_DIR`` and ``DAGSTER_HOME`` pointing into the repository)
 developer's profile into a test."""
 KEPT = ("MATCHING_TEST_", "MATCHING_SLOW_TESTS")
 """The tests' own switches, which configure the test run rather than the code under test."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started as a background job (SIGINT ignored) would hand an ignored SIGTERM to the
+    daemons and run workers its tests start, which then cannot be stopped politely
+    (``jobs/runner.restore_interrupts``)."""
+    restore_interrupts()
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +107,16 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
             )
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         admin.dispose()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalS3]:
+    """An S3 endpoint on 127.0.0.1 (moto's server) with one bucket, and its throw-away credentials
+    in the environment; stopped afterwards."""
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with moto_s3() as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

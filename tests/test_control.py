@@ -10,7 +10,8 @@ import pytest
 from matching_pipeline.core.models import Decision
 from matching_pipeline.defs.assets import enhanced as enhanced_module
 from matching_pipeline.defs.requests import list_requests
-from matching_pipeline.defs.stages import STAGE_SPECS, TAG_STAGES, plan_runs
+from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs
+from matching_pipeline.defs.tags import TAG_STAGES
 from matching_pipeline.jobs import control
 from matching_pipeline.jobs.status import job_status
 from tests.helpers import Gate, break_chunk, ingest_items, restore_chunk, result_rows

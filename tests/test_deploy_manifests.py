@@ -10,11 +10,22 @@ the repository or with its test dependencies:
 - ``deploy/k8s/*.yaml`` with kubernetes-validate, strict (unknown fields fail), for one Kubernetes
   version;
 - the consistency the schemas cannot see: one image, one Secret and one ConfigMap for every pod,
-  the code location's name, the pools of the stages, resources against the measured peak, and the
-  Dockerfile's lock-file install, non-root user and code-server command.
+  every setting in the ConfigMap a real setting, the code location's module, the pools of the
+  stages, resources against the measured peak, and the Dockerfile's lock-file install, non-root
+  user and code-server command.
 
 Each schema check is paired with a mutation that must fail, so a schema that accepts anything
 cannot pass unnoticed.
+
+The hand-written schema is checked against the chart's own, by hand, not here: on 2026-11-30
+``bench/check_helm_values.py`` merged these values over the chart's default ``values.yaml`` (as Helm
+does) and validated them against the chart's generated ``values.schema.json``, both of
+dagster-io/dagster at commit 437f92d953812a3efdf5a464ba196eb3fcd9a777 (a master commit with the
+chart's top-level ``concurrency`` section, added in January 2026; master's ``Chart.yaml`` names no
+release, so not the 1.13.27 chart itself): no errors. Every property path this schema constrains
+exists there with a compatible type; four requirements of the chart's that this schema lacked (a
+pull policy on each image, among them) were added. Those files are not in the repository
+(docs/deploy.md), so CI checks the hand-written subset only.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import yaml
 from referencing import Registry, Resource
 
 from matching_pipeline.defs.stages import STAGE_SPECS
+from matching_pipeline.settings import ENV_PREFIX, SECRET_VARIABLES, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "deploy" / "helm" / "values.yaml"
@@ -188,6 +200,17 @@ MUTATIONS: dict[str, tuple[Any, str]] = {
         lambda values: _code_location(values).pop("codeServerArgs"),
         "dagster-user-deployments.deployments.0",
     ),
+    # The chart's schema requires a pull policy on every image it is given (no default fills one
+    # inside the deployments list or in the run launcher, which has no default image).
+    "image without pull policy": (
+        lambda values: _run_launcher(values)["image"].pop("pullPolicy"),
+        "runLauncher.config.k8sRunLauncher.image",
+    ),
+    # The chart's code-server readiness probe takes Kubernetes fields plus a required `enabled`.
+    "readiness probe without enabled": (
+        _set("dagster-user-deployments.deployments.0.readinessProbe", {"periodSeconds": 20}),
+        "dagster-user-deployments.deployments.0.readinessProbe",
+    ),
 }
 
 
@@ -289,15 +312,33 @@ def test_one_image_everywhere() -> None:
     }
     images.add(_api_container()["image"])
     assert len(images) == 1, images
+    # The chart renders the run pods' pull policy from imagePullPolicy, not from image.pullPolicy.
+    launcher = _run_launcher(values)
+    assert (
+        launcher["imagePullPolicy"] == launcher["image"]["pullPolicy"] == _code_location(values)["image"]["pullPolicy"]
+    )
 
 
-def test_code_location_name_and_module() -> None:
-    values = _values()
-    deployment = _code_location(values)
+def test_code_location_serves_the_package_module() -> None:
+    deployment = _code_location(_values())
     module = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]["module_name"]
     assert deployment["codeServerArgs"] == ["-m", module]
-    # The API submits runs under MATCHING_CODE_LOCATION; the daemon finds the location by that name.
-    assert _k8s_object("ConfigMap", CONFIG_NAME)["data"]["MATCHING_CODE_LOCATION"] == deployment["name"]
+
+
+def test_every_configmap_setting_is_a_setting_and_none_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A renamed or removed setting cannot linger in the ConfigMap, read by nothing."""
+    data = _k8s_object("ConfigMap", CONFIG_NAME)["data"]
+    settings_variables = {env_name(name) for name in Settings.model_fields}
+    stale = sorted(key for key in data if key.startswith(ENV_PREFIX) and key not in settings_variables)
+    assert not stale, f"deploy/k8s/config.yaml sets {stale}, which no Settings field reads"
+    assert not set(data) & set(SECRET_VARIABLES), "secrets (and URLs that may carry one) belong in the Secret"
+    assert {"MATCHING_DATA_DIR", "MATCHING_INDEX_URL", "MATCHING_INBOX_URL", "MATCHING_PARTITION_RETENTION_DAYS"} <= set(data)
+    # The values are valid settings too: the pods would otherwise fail to load the definitions.
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings.from_env()
+    assert settings.index_url == data["MATCHING_INDEX_URL"] and settings.inbox_url == data["MATCHING_INBOX_URL"]
+    assert settings.partition_retention_days == int(data["MATCHING_PARTITION_RETENTION_DAYS"])
 
 
 def test_run_pod_resources_cover_the_measured_peak() -> None:

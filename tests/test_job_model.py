@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import dagster as dg
 
 from matching_pipeline.defs.cascade import cascade_sensor
-from matching_pipeline.defs.job_facts import WILL_RETRY, job_id_of_run
-from matching_pipeline.defs.requests import TAG_REQUEST, job_requests_sensor, list_requests
-from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, TAG_JOB, TAG_STAGES
+from matching_pipeline.defs.job_facts import job_id_of_run
+from matching_pipeline.defs.requests import job_requests_sensor, list_requests
+from matching_pipeline.defs.stages import STAGE_SPECS
+from matching_pipeline.defs.tags import RANGE_END, RANGE_START, TAG_JOB, TAG_REQUEST, TAG_STAGES, WILL_RETRY
 from matching_pipeline.jobs import control
 from matching_pipeline.jobs.runner import execute_stage_run, new_job_id, run_stage
 from matching_pipeline.jobs.status import job_status, list_jobs

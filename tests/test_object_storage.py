@@ -1,4 +1,4 @@
-"""Shared-nothing workers against a real S3 endpoint (moto's server on 127.0.0.1, started here).
+"""Shared-nothing workers against a real S3 endpoint (moto's server on 127.0.0.1: the ``s3`` fixture of conftest.py).
 
 The object-store inbox sensor, the catalog index shared through the store, and several worker
 processes, each on its own empty data directory, splitting one enhanced-stage job while sharing
@@ -27,18 +27,10 @@ from matching_pipeline.defs.object_inbox import object_inbox_sensor
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import CatalogResource, open_results_database
 from matching_pipeline.settings import Settings
-from tests.servers.s3_server import FAKE_CREDENTIALS, LocalS3, moto_s3
+from tests.servers.s3_server import LocalS3
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "bench" / "shared_nothing.py"
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalS3]:
-    for name, value in FAKE_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    with moto_s3() as store:
-        yield store
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from matching_pipeline.defs.cascade import cascade_sensor
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
 from matching_pipeline.defs.sensors import new_items_sensor
-from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, TAG_JOB, TAG_PROJECT, TAG_STAGES
+from matching_pipeline.defs.stages import STAGE_SPECS
+from matching_pipeline.defs.tags import RANGE_END, RANGE_START, TAG_JOB, TAG_PROJECT, TAG_STAGES
 from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.settings import SAMPLE_DIR, Settings
@@ -243,14 +245,45 @@ def test_stages_have_distinct_backfill_policies_so_backfills_never_share_a_run()
 def test_loading_the_code_location_leaves_the_model_sdk_unimported() -> None:
     # Every process that loads the code location (webserver, daemon, each run) would otherwise
     # pay for importing the openai SDK, configured or not.
-    code = "import sys, matching_pipeline.definitions as d; d.build_definitions(); print('openai' in sys.modules)"
+    # Nor scikit-learn (about a second, with the scipy.stats it imports): only building an index
+    # needs it, so the AI and web-search run workers, the API and `status` start without it.
+    code = (
+        "import sys, matching_pipeline.definitions as d; d.build_definitions(); "
+        "print('openai' in sys.modules, 'sklearn' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False False"
+
+
+def test_a_cli_started_with_sigint_ignored_can_still_be_stopped_and_its_runs_do_not_stall(tmp_path: Path) -> None:
+    # A background job of a shell script starts with SIGINT ignored, and Dagster copies SIGINT's
+    # handler to SIGTERM around every in-process run: the process, and every child it started
+    # afterwards (Dagster's compute-log tail processes, which it stops with SIGTERM and then waits
+    # 30 s for), would ignore SIGTERM. The runner takes the usual handlers back first.
+    code = (
+        "import signal, subprocess, sys\n"
+        "from matching_pipeline.cli import main\n"
+        "status = main(['match', '--project', 'demo', '--items', sys.argv[1], '--stages', 'enhanced'])\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "mask = next(l for l in open(f'/proc/{child.pid}/status') if l.startswith('SigIgn')).split()[1]\n"
+        "child.kill()\n"
+        "print(status, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, int(mask, 16) >> (signal.SIGTERM - 1) & 1)\n"
+    )
+    env = {**os.environ, "MATCHING_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(SAMPLE_DIR / "items.csv")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` in a script does
+    )
+    assert done.returncode == 0, done.stderr
+    # Exit 0, SIGTERM handled (not ignored) here, and not ignored by a child started after the run.
+    assert done.stdout.strip().splitlines()[-1] == "0 False 0"
 
 
 def test_cascade_carries_a_redecide_through_the_plan_and_stops_for_a_paused_job(settings, defs, instance) -> None:
-    from matching_pipeline.defs.stages import TAG_CONTROL, TAG_PLAN, TAG_REDECIDE
+    from matching_pipeline.defs.tags import TAG_CONTROL, TAG_PLAN, TAG_REDECIDE
 
     batch = ingest(settings, instance, 20)
     run_stage(defs, instance, "enhanced", batch.chunk_keys, job_id="j-re", stages=["enhanced"])

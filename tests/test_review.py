@@ -308,6 +308,9 @@ def test_rerunning_the_stages_keeps_human_decisions_final(job_settings, job_defs
     for stage in ("enhanced", "ai"):  # a forced re-run, as after a catalog change
         assert run_stage(job_defs, instance, stage, keys, job_id="j2", stages=["enhanced", "ai"], say=lambda _: None)[0].success
     assert human_rows() == before and not stage_written() & written  # the stages' rows are all new
+    with db.engine.connect() as conn:  # the later stage no longer spends a call on what a person decided
+        ai_items = set(conn.execute(sa.text("SELECT item_id FROM match_results WHERE stage = 'ai'")).scalars())
+    assert ai_items and was_unmatched not in ai_items and was_matched not in ai_items
     final = db.final_matches("acme").set_index("item_id")
     assert final.loc[was_matched, "stage"] == "human" and final.loc[was_matched, "catalog_id"] is None
     assert final.loc[was_unmatched, "stage"] == "human" and final.loc[was_unmatched, "catalog_id"] == catalog_id

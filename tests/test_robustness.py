@@ -21,18 +21,10 @@ from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
 from matching_pipeline.defs.cascade import cascade_sensor
 from matching_pipeline.defs.partitions import chunk_partitions
 from matching_pipeline.defs.resources import open_results_database
-from matching_pipeline.defs.stages import RANGE_END, RANGE_START, STAGE_SPECS, run_tags
+from matching_pipeline.defs.stages import STAGE_SPECS, run_tags
+from matching_pipeline.defs.tags import RANGE_END, RANGE_START, TAG_HOST, TAG_OWNER, TAG_PID, TAG_PID_STARTED
 from matching_pipeline.jobs.control import cancel_job
-from matching_pipeline.jobs.pools import (
-    TAG_HOST,
-    TAG_OWNER,
-    TAG_PID,
-    TAG_PID_STARTED,
-    PoolWaitTimeout,
-    hold_pool_slot,
-    process_gone,
-    process_tags,
-)
+from matching_pipeline.jobs.pools import PoolWaitTimeout, hold_pool_slot, process_gone, process_tags
 from matching_pipeline.jobs.runner import ensure_partitions, run_stage
 from matching_pipeline.results.ingest import ingest_file
 from matching_pipeline.settings import SAMPLE_DIR, Settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from matching_pipeline.defs.schedules import catalog_rerun_requests, repair_requests
-from matching_pipeline.defs.stages import RANGE_END, RANGE_START, TAG_JOB, TAG_REDECIDE
+from matching_pipeline.defs.tags import RANGE_END, RANGE_START, TAG_JOB, TAG_REDECIDE
 from matching_pipeline.jobs.runner import run_stage
 from tests.helpers import break_chunk, restore_chunk
 from tests.test_pipeline import ingest

@@ -147,6 +147,15 @@ def test_pending_counts_agree_with_the_per_chunk_rule(settings, defs, instance) 
         frame = db.load_chunk_items([key])
         assert counts[key] == len(pending_items(db, "ai", [key], frame)[0])
     assert pending_counts(db, "enhanced", keys) == {k: len(db.load_chunk_items([k])) for k in keys}
+    # An item a person decided is pending for no later stage, by either rule.
+    open_items = [i for k in keys for i in pending_items(db, "ai", [k], db.load_chunk_items([k]))[0]["item_id"]]
+    assert open_items, "the sample leaves something for the AI stage"
+    db.record_human_decisions(batch.project, {open_items[0]: None}, source="test")
+    after = pending_counts(db, "ai", keys)
+    assert sum(after.values()) == sum(counts.values()) - 1
+    for key in keys:
+        frame = db.load_chunk_items([key])
+        assert after[key] == len(pending_items(db, "ai", [key], frame)[0])
 
 
 def test_runs_are_planned_by_pending_items_not_chunk_count() -> None:

@@ -7,8 +7,9 @@ import threading
 import dagster as dg
 import pytest
 
+from matching_pipeline.defs.tags import TAG_CONTROL
 from matching_pipeline.jobs import control
-from matching_pipeline.jobs.status import TAG_CONTROL, job_status, list_jobs
+from matching_pipeline.jobs.status import job_status, list_jobs
 from tests.helpers import Gate, break_chunk, ingest_items, restore_chunk, result_rows, wait_for
 
 # -- tests ---------------------------------------------------------------------------------------

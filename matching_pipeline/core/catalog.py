@@ -17,12 +17,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sparse_dot_topn import sp_matmul_topn
 
 from matching_pipeline.core.identifiers import MAX_VARIANT_SUFFIX, MIN_MODEL_NUMBER_LENGTH, extract_model_numbers
@@ -34,6 +33,12 @@ from matching_pipeline.core.normalize import (
     normalize_part_number,
     normalize_text,
 )
+
+if TYPE_CHECKING:
+    # scikit-learn (and the scipy.stats it imports) costs about a second of start-up. Only building
+    # an index needs it here (unpickling a saved one imports it by itself), so the processes that
+    # never touch the index (the AI and web-search run workers, the API, status) do not pay it.
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 _FORMAT = 1
 """Bumped when the pickled layout changes, so an old file fails loudly instead of half-loading."""
@@ -130,6 +135,8 @@ class CatalogIndex:
         manufacturers = _column(catalog, "manufacturer")
         part_numbers = _column(catalog, "part_number")
         texts = [document_text(d, m, p) for d, m, p in zip(descriptions, manufacturers, part_numbers, strict=True)]
+
+        from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 - see TYPE_CHECKING above
 
         vectorizer = TfidfVectorizer(
             analyzer="char_wb",

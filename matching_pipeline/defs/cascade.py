@@ -28,31 +28,20 @@ from collections.abc import Sequence
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
-from matching_pipeline.defs.job_facts import (
-    ACTIVE,
-    BACKFILL_TAG,
-    chunks_of_tags,
-    job_id_of_run,
-    ordered_chunks,
-    stage_of_run,
-)
+from matching_pipeline.defs.intervals import EVERY_DAEMON_LOOP
+from matching_pipeline.defs.job_facts import ACTIVE, chunks_of_tags, job_id_of_run, ordered_chunks, stage_of_run
 from matching_pipeline.defs.jobs import stage_jobs
 from matching_pipeline.defs.partitions import ensure_chunk_keys
 from matching_pipeline.defs.requests import list_requests
 from matching_pipeline.defs.resources import ResultsDatabaseResource
-from matching_pipeline.defs.stages import (
-    RANGE_END,
-    RANGE_START,
-    STAGE_SPECS,
+from matching_pipeline.defs.stages import STAGE_SPECS, pending_counts, plan_ranges_by_work, plan_runs, run_tags
+from matching_pipeline.defs.tags import (
+    BACKFILL_TAG,
     TAG_CONTROL,
     TAG_PLAN,
     TAG_REDECIDE,
     TAG_STAGES,
     TAG_TRIGGER,
-    pending_counts,
-    plan_ranges_by_work,
-    plan_runs,
-    run_tags,
 )
 from matching_pipeline.results.chunk_state import finished_at, owed_chunks
 from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase
@@ -152,7 +141,7 @@ MAX_CHUNKS_PER_RUN = 2_500
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_jobs=[stage_jobs[stage] for stage in STAGES[1:]],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=EVERY_DAEMON_LOOP,
     description="When any run of a stage succeeds (UI-launched too), starts the next stage on the chunks it still owes.",
 )
 def cascade_sensor(context: dg.RunStatusSensorContext, results: ResultsDatabaseResource) -> list[dg.RunRequest] | dg.SkipReason:
@@ -162,4 +151,4 @@ def cascade_sensor(context: dg.RunStatusSensorContext, results: ResultsDatabaseR
     return dg.SkipReason(outcome) if isinstance(outcome, str) else outcome
 
 
-__all__ = ["RANGE_END", "RANGE_START", "cascade_requests", "cascade_sensor", "planned_stages"]
+__all__ = ["cascade_requests", "cascade_sensor", "planned_stages"]

@@ -37,32 +37,27 @@ import dagster as dg
 
 from matching_pipeline.core.models import STAGES
 from matching_pipeline.defs.partitions import chunk_partitions, keys_between
-from matching_pipeline.defs.requests import TAG_REQUEST, JobRequest, launched_runs, list_requests
-from matching_pipeline.defs.stages import (
+from matching_pipeline.defs.requests import JobRequest, launched_runs, list_requests
+from matching_pipeline.defs.stages import STAGE_SPECS
+from matching_pipeline.defs.tags import (
+    BACKFILL_TAG,
+    PARTITION_TAG,
     RANGE_END,
     RANGE_START,
-    STAGE_SPECS,
     TAG_BATCH,
     TAG_CONTROL,
     TAG_JOB,
     TAG_PLAN,
     TAG_PROJECT,
+    TAG_REASON,
     TAG_STAGES,
+    WILL_RETRY,
 )
 from matching_pipeline.results.store import CHUNK_SIZE, parse_chunk_key
 
 CHUNKS = chunk_partitions.name or "chunks"
 """Name of the chunk partitions definition (always set: it is a named dynamic definition)."""
 
-BACKFILL_TAG = "dagster/backfill"
-PARTITION_TAG = "dagster/partition"
-WILL_RETRY = "dagster/will_retry"
-"""Set by Dagster on a failed run when the daemon's run retries will re-execute it."""
-MAX_RETRIES = "dagster/max_retries"
-TAG_SUPERSEDED = "matching/superseded"
-"""A queued run whose chunks ``/process`` executed in process instead: not a cancellation."""
-TAG_REASON = "matching/reason"
-"""Why a job was canceled or marked failed (PATCH body ``reason``)."""
 RETRY_GRACE_SECONDS = 300.0
 """A failed run marked ``dagster/will_retry=true`` counts as in progress for this long only: a
 retry the daemon does not start by then (no daemon running, retries off) never comes."""
@@ -461,14 +456,8 @@ def retry_pending(record: dg.RunRecord, now: float | None = None) -> bool:
 
 __all__ = [
     "ACTIVE",
-    "BACKFILL_TAG",
     "JOB_TYPES",
-    "MAX_RETRIES",
     "STARTED",
-    "TAG_REASON",
-    "TAG_REQUEST",
-    "TAG_SUPERSEDED",
-    "WILL_RETRY",
     "ChunkStage",
     "JobFacts",
     "failed_work",

@@ -19,15 +19,8 @@ from typing import Any
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
-from matching_pipeline.defs.job_facts import (
-    STARTED,
-    TAG_SUPERSEDED,
-    JobFacts,
-    job_type,
-    load_job,
-    retry_pending,
-)
-from matching_pipeline.defs.stages import TAG_CONTROL
+from matching_pipeline.defs.job_facts import STARTED, JobFacts, job_type, load_job, retry_pending
+from matching_pipeline.defs.tags import TAG_CONTROL, TAG_SUPERSEDED
 
 IDLE_NOTE_SECONDS = 600.0
 """A job with work left and nothing running or requested for this long says so in ``error``."""

@@ -16,7 +16,6 @@ No ``from __future__ import annotations`` here: this module defines sensors.
 """
 
 import logging
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,8 +24,9 @@ import dagster as dg
 from matching_pipeline.clients.webhooks import post_signed
 from matching_pipeline.defs.job_facts import job_id_of_run, load_job
 from matching_pipeline.defs.job_view import job_status
+from matching_pipeline.defs.tags import TAG_NOTIFIED
+from matching_pipeline.settings import current_settings, secret
 
-TAG_NOTIFIED = "matching/notified"
 TERMINAL = ("completed", "failed", "canceled")
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class _HideWebhookUrl(logging.Filter):
     """httpx logs every request's full URL at INFO; the webhook URL may carry a token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        url = os.environ.get("MATCHING_WEBHOOK_URL")
+        url = secret("MATCHING_WEBHOOK_URL")
         return not (url and url in record.getMessage())
 
 
@@ -51,10 +51,11 @@ def _host(url: str) -> str:
 def notify_job_if_finished(instance: dg.DagsterInstance, job_id: str, *, logger: Any = None) -> dict[str, Any] | None:
     """Send the job's view if it just reached a terminal state not notified yet. Never raises."""
     logger = logger or log
-    url = os.environ.get("MATCHING_WEBHOOK_URL")
+    url = secret("MATCHING_WEBHOOK_URL")
     if not url:
         return None
     try:
+        settings = current_settings()
         facts = load_job(instance, job_id)
         view = job_status(instance, job_id, facts=facts) if facts else None
         if facts is None or view is None or view["status"] not in TERMINAL:
@@ -68,9 +69,9 @@ def notify_job_if_finished(instance: dg.DagsterInstance, job_id: str, *, logger:
         code = post_signed(
             url,
             payload,
-            os.environ.get("MATCHING_WEBHOOK_SECRET"),
-            attempts=int(os.environ.get("MATCHING_WEBHOOK_ATTEMPTS") or 4),
-            wait_max=float(os.environ.get("MATCHING_WEBHOOK_WAIT_MAX") or 8),
+            secret("MATCHING_WEBHOOK_SECRET"),
+            attempts=settings.webhook_attempts,
+            wait_max=settings.webhook_wait_max,
         )
         logger.info(f"notified {_host(url)} that job {job_id} is {view['status']} ({code})")
         return payload
@@ -83,13 +84,13 @@ def _notify_from(context: dg.RunStatusSensorContext) -> dg.SkipReason:
     job_id = job_id_of_run(context.dagster_run)
     if not job_id:
         return dg.SkipReason("run belongs to no matching job")
-    if not os.environ.get("MATCHING_WEBHOOK_URL"):
+    if not secret("MATCHING_WEBHOOK_URL"):
         return dg.SkipReason("MATCHING_WEBHOOK_URL is not set")
     sent = notify_job_if_finished(context.instance, job_id, logger=context.log)
     return dg.SkipReason(f"job {job_id}: {'notified ' + sent['job']['status'] if sent else 'nothing to notify'}")
 
 
-_INTERVAL = int(os.environ.get("MATCHING_NOTIFY_INTERVAL_SECONDS") or 30)
+_INTERVAL = current_settings().notify_interval_seconds
 
 
 @dg.run_status_sensor(

@@ -1,14 +1,14 @@
 """The OpenAI-compatible model API as a Dagster resource: OpenAI itself, or vLLM, Ollama, any
 server speaking chat completions.
 
-Secrets reach it only through ``dagster.EnvVar`` (see :meth:`OpenAIResource.from_env`), so the
-key never lands in run config, the UI, logs or metadata. Every other setting has an environment
-variable too, listed in :data:`ENV_SETTINGS` and in ``docs/ai_stage.md``.
+Secrets reach it only through ``dagster.EnvVar`` (see :meth:`OpenAIResource.from_settings`), so
+the key never lands in run config, the UI, logs or metadata. Every other setting is a field
+``ai_*`` of :class:`~matching_pipeline.settings.Settings` (``MATCHING_AI_*``, listed in
+``docs/ai_stage.md``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -18,26 +18,9 @@ from pydantic import PrivateAttr
 
 from matching_pipeline.clients.openai_chat import ChatSession, ChatSettings
 from matching_pipeline.core.llm import DEFAULT_SCORE_BAND
+from matching_pipeline.settings import Settings, current_settings, secret
 
 DEFAULT_MODEL = "gpt-4o-mini"
-
-ENV_SETTINGS: dict[str, str] = {
-    "MATCHING_AI_MODEL": "model",
-    "MATCHING_AI_TIMEOUT_S": "timeout_s",
-    "MATCHING_AI_MAX_RETRIES": "max_retries",
-    "MATCHING_AI_MAX_CONCURRENCY": "max_concurrency",
-    "MATCHING_AI_REQUESTS_PER_MINUTE": "requests_per_minute",
-    "MATCHING_AI_TOKENS_PER_MINUTE": "tokens_per_minute",
-    "MATCHING_AI_ITEMS_PER_REQUEST": "items_per_request",
-    "MATCHING_AI_TOP_K": "top_k",
-    "MATCHING_AI_SCORE_BAND": "score_band",
-    "MATCHING_AI_PRICE_INPUT_PER_1M": "price_input_per_1m",
-    "MATCHING_AI_PRICE_OUTPUT_PER_1M": "price_output_per_1m",
-    "MATCHING_AI_REFRESH_CACHE": "refresh_cache",
-}
-"""Plain (non-secret) settings: environment variable -> resource field."""
-SECRET_ENV: dict[str, str] = {"OPENAI_API_KEY": "api_key", "OPENAI_BASE_URL": "base_url"}
-"""Read through ``dagster.EnvVar`` and only when set."""
 
 
 class OpenAIResource(dg.ConfigurableResource):
@@ -118,26 +101,26 @@ class OpenAIResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> OpenAIResource:
-        """The resource as the environment describes it; unset variables keep the defaults."""
-        values: dict[str, object] = {field: dg.EnvVar(name) for name, field in SECRET_ENV.items() if os.environ.get(name)}
-        for name, field in ENV_SETTINGS.items():
-            raw = os.environ.get(name, "").strip()
-            if raw:
-                values[field] = _parse(name, raw, cls.model_fields[field].annotation)
-        return cls(**values)  # type: ignore[arg-type]  # each value was parsed to its field's annotation
+        """The resource as the environment describes it (unset variables keep the defaults)."""
+        return cls.from_settings(current_settings())
 
-
-def _parse(name: str, raw: str, annotation: object) -> object:
-    if annotation is bool:
-        if raw.lower() not in {"1", "true", "yes", "0", "false", "no"}:
-            raise ValueError(f"{name} must be true or false, got {raw!r}")
-        return raw.lower() in {"1", "true", "yes"}
-    if annotation in (int, float):
-        try:
-            return annotation(raw)
-        except ValueError as exc:
-            raise ValueError(f"{name} must be a number, got {raw!r}") from exc
-    allowed = getattr(annotation, "__args__", None)
-    if allowed and raw not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
-    return raw
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIResource:
+        """The resource from ``settings``; the key and the base URL (``OPENAI_API_KEY``,
+        ``OPENAI_BASE_URL``) as ``dagster.EnvVar`` and only when set."""
+        return cls(
+            api_key=dg.EnvVar("OPENAI_API_KEY") if secret("OPENAI_API_KEY") else "",
+            base_url=dg.EnvVar("OPENAI_BASE_URL") if secret("OPENAI_BASE_URL") else "",
+            model=settings.ai_model,
+            timeout_s=settings.ai_timeout_s,
+            max_retries=settings.ai_max_retries,
+            max_concurrency=settings.ai_max_concurrency,
+            requests_per_minute=settings.ai_requests_per_minute,
+            tokens_per_minute=settings.ai_tokens_per_minute,
+            items_per_request=settings.ai_items_per_request,
+            top_k=settings.ai_top_k,
+            score_band=settings.ai_score_band,
+            price_input_per_1m=settings.ai_price_input_per_1m,
+            price_output_per_1m=settings.ai_price_output_per_1m,
+            refresh_cache=settings.ai_refresh_cache,
+        )

@@ -35,16 +35,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
+from matching_pipeline.defs.intervals import EVERY_DAEMON_LOOP
 from matching_pipeline.defs.jobs import stage_jobs
-from matching_pipeline.defs.stages import STAGE_SPECS, TAG_JOB
+from matching_pipeline.defs.stages import STAGE_SPECS
+from matching_pipeline.defs.tags import RUN_KEY_TAG, SENSOR_NAME_TAG, TAG_JOB, TAG_REQUEST
 
 REQUESTS = "matching_job_requests"
 """Name of the dynamic partitions definition that holds the requests (never attached to an asset)."""
-TAG_REQUEST = "matching/request"
-"""The id of the request a run was launched for."""
 SENSOR_NAME = "job_requests_sensor"
-RUN_KEY_TAG = "dagster/run_key"
-SENSOR_NAME_TAG = "dagster/sensor_name"
 STATES = ("pending", "paused", "canceled", "failed", "superseded")
 
 
@@ -128,7 +126,7 @@ def launched_runs(instance: dg.DagsterInstance, requests: Iterable[JobRequest]) 
     name=SENSOR_NAME,
     jobs=[stage_jobs[stage] for stage in STAGES],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=EVERY_DAEMON_LOOP,
     description="Launches the runs that the CLI (--submit) and the HTTP API requested for their jobs.",
 )
 def job_requests_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:

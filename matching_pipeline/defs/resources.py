@@ -15,9 +15,18 @@ import dagster as dg
 import pandas as pd
 from fsspec import AbstractFileSystem
 
-from matching_pipeline.clients.object_store import join, open_store, publish_file
+from matching_pipeline.clients.object_store import (
+    is_url,
+    join,
+    object_name,
+    object_stamp,
+    open_store,
+    publish_file,
+    read_object,
+    redact,
+)
 from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
-from matching_pipeline.core.readers import CATALOG, FieldLimits, ReadOptions, content_hash, read_table
+from matching_pipeline.core.readers import CATALOG, FieldLimits, InputError, ReadOptions, content_hash, read_table
 from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.results.store import ResultsDatabase
 from matching_pipeline.settings import parse_column_map
@@ -50,9 +59,14 @@ class CatalogResource(dg.ConfigurableResource):
     The index is built once per catalog version (the hash of the file's bytes, its encoding,
     column mapping and the index settings) and kept on disk, so every stage run loads it in about
     a second instead of refitting the vectoriser.
+
+    The catalog is a local path or a URL (``s3://bucket/key.csv``, ``file:///...``), read through
+    ``clients/object_store.py`` either way. Taking its version costs one metadata request (ETag or
+    mtime, and size); the content is downloaded and hashed only when that stamp is new to this process.
     """
 
     path: str
+    """The catalog's local path or URL (``MATCHING_CATALOG_PATH``)."""
     encoding: str = "utf-8"
     columns: str = ""
     index_dir: str
@@ -65,18 +79,35 @@ class CatalogResource(dg.ConfigurableResource):
     max_field_chars: int = FieldLimits().field
 
     def version(self) -> str:
-        path = Path(self.path)
-        stat = path.stat()
-        return _version_of(str(path), stat.st_mtime_ns, stat.st_size, self.encoding, self.columns)
+        """The content version of the catalog as it is now (a 16-hex-digit hash).
+
+        Cheap while the catalog is unchanged: one metadata request, then the version remembered for
+        that stamp. Raises ``FileNotFoundError`` / ``OSError`` naming the (redacted) location.
+        """
+        stamp = object_stamp(self.path, self.s3_endpoint_url)
+        if stamp is None:  # the store tells neither ETag nor time: only the content can say
+            return self._content_version(read_object(self.path, self.s3_endpoint_url))
+        return _version_of(self.path, self.s3_endpoint_url, stamp, self.encoding, self.columns)
 
     def load_frame(self) -> pd.DataFrame:
-        return read_table(
-            self.path,
-            CATALOG,
-            columns=parse_column_map(self.columns),
-            encoding=self.encoding,
-            limits=FieldLimits(text=self.max_description_chars, field=self.max_field_chars),
-        )
+        return self._read()[0]
+
+    def _read(self) -> tuple[pd.DataFrame, str]:
+        """The catalog's frame and the version of the very bytes it was parsed from."""
+        data = read_object(self.path, self.s3_endpoint_url)
+        return _parse_catalog(self.path, data, self.read_options()), self._content_version(data)
+
+    def _content_version(self, data: bytes) -> str:
+        return _content_version(data, self.encoding, self.columns)
+
+    def read_options(self) -> ReadOptions:
+        """How the catalog is read, wherever it lives (the same options as for a local file)."""
+        limits = FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
+        return ReadOptions(encoding=self.encoding, columns=parse_column_map(self.columns), limits=limits)
+
+    def shown_location(self) -> str:
+        """The catalog's location fit for metadata and logs (a URL without user info or query)."""
+        return redact(self.path)
 
     def catalog_ids(self) -> frozenset[str]:
         """Every catalog id of the catalog as it is now (to check ids a person typed), read once
@@ -124,7 +155,11 @@ class CatalogResource(dg.ConfigurableResource):
                 fetched_bad = index is None  # unreadable or another version: replace it below
             built = index is None
             if index is None:
-                index = CatalogIndex.build(self.load_frame(), IndexSettings(), version=version)
+                frame, read_version = self._read()
+                if read_version != version:  # replaced since its version was taken: name what was read
+                    version, target = read_version, self.index_path(read_version)
+                    key = join(store[1], target.name) if store else ""
+                index = CatalogIndex.build(frame, IndexSettings(), version=version)
                 _write_atomically(target, index.save)
             if store is not None:
                 publish_file(store[0], str(target), key, replace=fetched_bad)
@@ -166,12 +201,29 @@ _catalog_ids: dict[str, frozenset[str]] = {}
 
 
 @functools.lru_cache(maxsize=32)
-def _version_of(path: str, _mtime_ns: int, _size: int, encoding: str, columns: str) -> str:
-    # mtime and size are part of the cache key only: the version itself is the content hash.
-    digest = content_hash(
-        Path(path).read_bytes() + f"|{encoding}|{columns}|{IndexSettings().fingerprint()}".encode()
-    )
-    return digest[:16]
+def _version_of(location: str, endpoint_url: str, _stamp: tuple[str, int], encoding: str, columns: str) -> str:
+    """The content version of ``location`` while its stamp (ETag or mtime, and size) is ``_stamp``.
+
+    The stamp is part of the cache key only: the version itself is the content hash, so identical
+    bytes uploaded again (a new stamp) give the same version, at the cost of one download.
+    """
+    return _content_version(read_object(location, endpoint_url), encoding, columns)
+
+
+def _content_version(data: bytes, encoding: str, columns: str) -> str:
+    return content_hash(data + f"|{encoding}|{columns}|{IndexSettings().fingerprint()}".encode())[:16]
+
+
+def _parse_catalog(location: str, data: bytes, read: ReadOptions) -> pd.DataFrame:
+    """Parse catalog bytes; an :class:`InputError` names the catalog's path, or its (redacted) URL."""
+    if not is_url(location):
+        return read_table(location, CATALOG, columns=read.columns, encoding=read.encoding, data=data, limits=read.limits)
+    name = object_name(location)
+    try:
+        return read_table(name, CATALOG, columns=read.columns, encoding=read.encoding, data=data, limits=read.limits)
+    except InputError as exc:  # its message starts "<name>: rejected"; name the whole URL instead
+        exc.args = (str(exc).replace(name, redact(location), 1),)
+        raise
 
 
 class InboxResource(dg.ConfigurableResource):
@@ -183,8 +235,9 @@ class InboxResource(dg.ConfigurableResource):
     columns: str = ""
     max_description_chars: int = FieldLimits().text
     max_field_chars: int = FieldLimits().field
-    settle_seconds: float = 5.0
-    """A file without a ``.done`` marker is taken once its size and mtime held this long."""
+    settle_seconds: float = 2.0
+    """A file without a ``.done`` marker is taken at the first scan this long after one that saw the
+    same size and mtime (``MATCHING_INBOX_SETTLE_SECONDS``)."""
     require_done: bool = False
     url: str = ""
     """An object-store inbox besides the folder (``MATCHING_INBOX_URL``; ``object_inbox.py``)."""

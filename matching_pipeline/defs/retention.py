@@ -31,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from matching_pipeline.defs.job_facts import ACTIVE, PARTITION_TAG
+from matching_pipeline.defs.job_facts import ACTIVE
 from matching_pipeline.defs.partitions import CHUNKS, ensure_chunk_keys
 from matching_pipeline.defs.requests import list_requests
 from matching_pipeline.defs.resources import ResultsDatabaseResource
 from matching_pipeline.defs.schedules import SCHEDULE_TIMEZONE
-from matching_pipeline.defs.stages import RANGE_END, RANGE_START
+from matching_pipeline.defs.tags import PARTITION_TAG, RANGE_END, RANGE_START
 from matching_pipeline.results.retired import batch_progress, record_retired
 from matching_pipeline.results.store import Batch, ResultsDatabase, parse_chunk_key
 from matching_pipeline.settings import current_settings

@@ -20,7 +20,6 @@ Later stages of a re-decide follow through ``cascade_sensor``, which carries the
 No ``from __future__ import annotations`` here: this module defines schedules and sensors.
 """
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -30,24 +29,13 @@ from matching_pipeline.defs.job_facts import failed_work, load_job, ordered_chun
 from matching_pipeline.defs.jobs import stage_jobs
 from matching_pipeline.defs.partitions import ensure_chunk_keys
 from matching_pipeline.defs.resources import CatalogResource
-from matching_pipeline.defs.stages import (
-    STAGE_SPECS,
-    TAG_JOB,
-    TAG_PLAN,
-    TAG_REDECIDE,
-    TAG_TRIGGER,
-    plan_runs,
-    run_tags,
-)
+from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
+from matching_pipeline.defs.tags import TAG_JOB, TAG_PLAN, TAG_REDECIDE, TAG_TRIGGER
+from matching_pipeline.settings import current_settings
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-REPAIR_CRON = _env("MATCHING_REPAIR_CRON", "0 2 * * *")
-CATALOG_RERUN_CRON = _env("MATCHING_CATALOG_RERUN_CRON", "30 3 * * *")
-SCHEDULE_TIMEZONE = _env("MATCHING_SCHEDULE_TIMEZONE", "UTC")
+REPAIR_CRON = current_settings().repair_cron
+CATALOG_RERUN_CRON = current_settings().catalog_rerun_cron
+SCHEDULE_TIMEZONE = current_settings().schedule_timezone
 REPAIR_DEFAULTS = {"enhanced": dg.DefaultScheduleStatus.RUNNING}
 
 
@@ -84,7 +72,7 @@ def _repair_schedule(stage: str) -> dg.ScheduleDefinition:
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
         stamp = (context.scheduled_execution_time or datetime.now(UTC)).strftime("%Y%m%dT%H%M")
-        lookback = int(_env("MATCHING_REPAIR_LOOKBACK_DAYS", "7"))
+        lookback = current_settings().repair_lookback_days
         requests = repair_requests(context.instance, stage, lookback_days=lookback, stamp=stamp)
         return requests or dg.SkipReason(f"no failed or missing {stage} chunks")
 

@@ -2,12 +2,12 @@
 
 The resource holds configuration only; :mod:`matching_pipeline.clients.search` does the HTTP.
 Keys and URLs arrive through ``dagster.EnvVar``, so their values never appear in run config,
-the UI, logs or metadata (:meth:`SearchResource.describe` is what may be shown).
+the UI, logs or metadata (:meth:`SearchResource.describe` is what may be shown); every other
+setting comes from :class:`~matching_pipeline.settings.Settings`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import dagster as dg
@@ -15,6 +15,7 @@ import httpx
 from pydantic import Field
 
 from matching_pipeline.clients.search import BraveProvider, Pace, SearchClient, SearchProvider, SearxngProvider
+from matching_pipeline.settings import Settings, current_settings, secret
 
 NOT_CONFIGURED_NOTE = (
     "no search provider is configured (set SEARXNG_URL for a SearXNG instance or BRAVE_SEARCH_API_KEY "
@@ -84,34 +85,27 @@ class SearchResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> SearchResource:
-        """The resource as the environment describes it (see docs/web_search_stage.md).
+        """The resource as the environment describes it (see docs/web_search_stage.md)."""
+        return cls.from_settings(current_settings())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SearchResource:
+        """The resource from ``settings``, with the URL and key as ``EnvVar`` when they are set.
 
         The provider defaults to SearXNG, or to Brave when only a Brave key is set.
         """
-        searxng = os.environ.get("SEARXNG_URL")
-        brave = os.environ.get("BRAVE_SEARCH_API_KEY")
-        provider = os.environ.get("MATCHING_SEARCH_PROVIDER") or ("brave" if brave and not searxng else "searxng")
-        if provider not in ("searxng", "brave"):
-            raise ValueError(f"MATCHING_SEARCH_PROVIDER must be searxng or brave, got {provider!r}")
+        searxng = secret("SEARXNG_URL")
+        brave = secret("BRAVE_SEARCH_API_KEY")
+        provider = settings.search_provider or ("brave" if brave and not searxng else "searxng")
         return cls(
-            provider=provider,  # type: ignore[arg-type]
+            provider=provider,
             searxng_url=dg.EnvVar("SEARXNG_URL") if searxng else "",
             brave_api_key=dg.EnvVar("BRAVE_SEARCH_API_KEY") if brave else "",
-            brave_base_url=os.environ.get("BRAVE_SEARCH_BASE_URL") or "https://api.search.brave.com",
-            timeout_s=_env_number("MATCHING_SEARCH_TIMEOUT_S", 10.0),
-            max_retries=int(_env_number("MATCHING_SEARCH_MAX_RETRIES", 3)),
-            queries_per_second=_env_number("MATCHING_SEARCH_QPS", 1.0),
-            max_concurrency=int(_env_number("MATCHING_SEARCH_MAX_CONCURRENCY", 4)),
-            cache_ttl_days=_env_number("MATCHING_SEARCH_CACHE_TTL_DAYS", 30.0),
-            results_per_query=int(_env_number("MATCHING_SEARCH_RESULTS", 5)),
+            brave_base_url=settings.brave_search_base_url,
+            timeout_s=settings.search_timeout_s,
+            max_retries=settings.search_max_retries,
+            queries_per_second=settings.search_qps,
+            max_concurrency=settings.search_max_concurrency,
+            cache_ttl_days=settings.search_cache_ttl_days,
+            results_per_query=settings.search_results,
         )
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc

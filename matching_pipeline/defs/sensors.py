@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from matching_pipeline.core.models import STAGES
+from matching_pipeline.defs.intervals import EVERY_DAEMON_LOOP
 from matching_pipeline.defs.jobs import catalog_job, stage_jobs
 from matching_pipeline.defs.partitions import CHUNKS, chunk_partitions
 from matching_pipeline.defs.resources import CatalogResource, InboxResource, ResultsDatabaseResource
@@ -38,9 +39,8 @@ def stage_run_requests(batch: Batch, *, job_id: str, stages: Sequence[str] = STA
 @dg.sensor(
     jobs=[stage_jobs[STAGES[0]]],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    # The sensor daemon evaluates sensors at most every 5 s; asking for that keeps a small
-    # drop's wait for its first run short (issue 11: 30 items to `completed` within 30 s).
-    minimum_interval_seconds=5,
+    # Every loop of the sensor daemon (defs/intervals.py): a small drop waits for this sensor once.
+    minimum_interval_seconds=EVERY_DAEMON_LOOP,
     description="Ingests item files from the inbox: one batch per file, one partition per ten items.",
 )
 def new_items_sensor(

@@ -22,31 +22,24 @@ from typing import Any, Protocol, runtime_checkable
 import dagster as dg
 import pandas as pd
 
-from matching_pipeline.core.models import STAGES, Decision
+from matching_pipeline.core.models import HUMAN_STAGE, STAGES, Decision
 from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
 from matching_pipeline.defs.checks import RunTally, stage_check_results, stage_check_specs
 from matching_pipeline.defs.partitions import chunk_partitions
+from matching_pipeline.defs.tags import (
+    RANGE_END,
+    RANGE_START,
+    STAGE_ASSET_TAG,
+    TAG_BATCH,
+    TAG_CONTROL,
+    TAG_JOB,
+    TAG_PROJECT,
+    TAG_REDECIDE,
+    TAG_STAGES,
+)
 from matching_pipeline.results.store import CHUNK_SIZE, ResultsDatabase, parse_chunk_key
 from matching_pipeline.settings import check_thresholds, chunk_time_budget_seconds, chunks_per_run
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-TAG_PROJECT = "matching/project"
-TAG_BATCH = "matching/batch"
-TAG_JOB = "matching/job"
-TAG_STAGES = "matching/stages"
-"""Comma-separated stages the job should run; the cascade sensor starts the next one listed."""
-TAG_PLAN = "matching/plan"
-"""Every stage of the job, kept on runs whose ``matching/stages`` was narrowed (pause, retry)."""
-TAG_CONTROL = "matching/control"
-"""The last control action applied to the job: paused, resumed, canceled or failed."""
-TAG_TRIGGER = "matching/trigger"
-"""What started a run that is not part of the job's first pass: ``repair`` or ``catalog``."""
-TAG_REDECIDE = "matching/redecide"
-"""``failed``: decide only items this stage has no decision for or whose decision has an error;
-``unmatched``: also those it decided without a match. Every other decision of the chunk is kept
-as it is (used by retry-failed and the catalog-change re-run, see ``control.py``)."""
 
 
 @dataclass(frozen=True)
@@ -181,10 +174,22 @@ def pending_counts(db: ResultsDatabase, stage: str, keys: Sequence[str], *, veri
         return {key: len(by_item) for key, by_item in db.current_answers((), keys).items()}
     ready = db.finished_chunks(STAGES[position - 1], keys)
     answers = db.current_answers(STAGES[:position], [k for k in keys if k in ready])
+    human = decided_by_a_person(db, list(answers))
     return {
-        key: sum(d is None or not d.matched or (verify and wants_verify(d)) for d in by_item.values())
+        key: sum(
+            item not in human and (d is None or not d.matched or (verify and wants_verify(d)))
+            for item, d in by_item.items()
+        )
         for key, by_item in answers.items()
     }
+
+
+def decided_by_a_person(db: ResultsDatabase, keys: Sequence[str]) -> set[str]:
+    """Items of ``keys`` a person has decided (a match or "none"). No later stage decides them
+    again: nothing a stage says can change a final answer a person gave, so a model call or a web
+    search for them would only cost money and quota. The enhanced stage still decides them (it
+    is offline and free), which keeps its figures on those items comparable with the labels."""
+    return {item for decisions in db.stage_results(HUMAN_STAGE, keys).values() for item in decisions}
 
 
 def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> dict[str, str]:
@@ -261,6 +266,7 @@ def pending_items(
         for decisions in results.values():
             latest.update(decisions)
     settled = {i for i, d in latest.items() if d.matched and not (verify and wants_verify(d))}
+    settled |= decided_by_a_person(db, keys)
     pending = frame[~frame["item_id"].isin(settled)]
     pending_ids = set(pending["item_id"])
     return pending, {k: v for k, v in latest.items() if k in pending_ids}
@@ -518,7 +524,7 @@ def _stage_asset(
         group_name="matching",
         kinds={"python"},
         required_resource_keys={"results", *resource_keys},
-        tags={"matching/stage": spec.stage},
+        tags={STAGE_ASSET_TAG: spec.stage},
         check_specs=checks,
     )
     def _stage(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:

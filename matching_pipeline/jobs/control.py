@@ -43,11 +43,7 @@ from matching_pipeline.core.models import STAGES
 from matching_pipeline.defs.job_facts import (
     ACTIVE,
     JOB_TYPES,
-    MAX_RETRIES,
     STARTED,
-    TAG_REASON,
-    TAG_SUPERSEDED,
-    WILL_RETRY,
     JobFacts,
     failed_work,
     load_job,
@@ -59,16 +55,18 @@ from matching_pipeline.defs.job_facts import (
 from matching_pipeline.defs.notifications import notify_job_if_finished
 from matching_pipeline.defs.partitions import ensure_chunk_keys
 from matching_pipeline.defs.requests import add_request, launched_runs, set_state
-from matching_pipeline.defs.stages import (
+from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
+from matching_pipeline.defs.tags import (
+    MAX_RETRIES,
     RANGE_END,
     RANGE_START,
-    STAGE_SPECS,
     TAG_CONTROL,
     TAG_PLAN,
+    TAG_REASON,
     TAG_REDECIDE,
     TAG_STAGES,
-    plan_runs,
-    run_tags,
+    TAG_SUPERSEDED,
+    WILL_RETRY,
 )
 from matching_pipeline.jobs.pools import (
     end_dead_run,
@@ -340,7 +338,7 @@ def process_next(
 ) -> tuple[Launched, str]:
     """Materialise the job's next chunks now, in this process (one run's worth), and say what ran.
 
-    ``owner`` is recorded on the run (``pools.TAG_OWNER``): the API server's runs are never
+    ``owner`` is recorded on the run (``tags.TAG_OWNER``): the API server's runs are never
     stopped by killing their process.
 
     A queued run of the job is claimed (canceled, tagged superseded) and its range executed here;

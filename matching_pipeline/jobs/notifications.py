@@ -6,6 +6,6 @@ the CLI and the API call :func:`notify_job_if_finished` when such a run may have
 """
 
 from matching_pipeline.clients.webhooks import verify
-from matching_pipeline.defs.notifications import TAG_NOTIFIED, notify_job_if_finished
+from matching_pipeline.defs.notifications import notify_job_if_finished
 
-__all__ = ["TAG_NOTIFIED", "notify_job_if_finished", "verify"]
+__all__ = ["notify_job_if_finished", "verify"]

@@ -34,13 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-TAG_HOST = "matching/host"
-TAG_PID = "matching/pid"
-TAG_PID_STARTED = "matching/pid_started"
-"""The process's start time (Linux clock ticks since boot), so a reused pid is not taken for it."""
-TAG_OWNER = "matching/process"
-"""What kind of process executes the run: ``cli`` (one command: ``cancel`` may stop it) or ``api``
-(the long-lived API server, which ``cancel`` must not kill: its run stops at the next block)."""
+from matching_pipeline.defs.tags import TAG_HOST, TAG_JOB, TAG_OWNER, TAG_PID, TAG_PID_STARTED
 
 LIVE_STATUSES = (
     dg.DagsterRunStatus.NOT_STARTED,
@@ -181,7 +175,7 @@ def describe_holders(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> st
             parts.append(f"run {run_id[:8]} (no run record yet)")
             continue
         where = f", {_owner(run)}" if TAG_PID in run.tags else ""
-        parts.append(f"run {run_id[:8]} ({run.job_name}, job {run.tags.get('matching/job', '?')}, {run.status.value}{where})")
+        parts.append(f"run {run_id[:8]} ({run.job_name}, job {run.tags.get(TAG_JOB, '?')}, {run.status.value}{where})")
     return "; ".join(parts) or "nobody (slots being reassigned)"
 
 

@@ -8,6 +8,8 @@ ranges and tags are the ones the sensors use, from ``defs/stages.py``.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from matching_pipeline.defs.job_facts import MAX_RETRIES
 from matching_pipeline.defs.partitions import ensure_chunk_keys
-from matching_pipeline.defs.stages import STAGE_SPECS, TAG_BATCH, TAG_JOB, TAG_PROJECT, plan_runs, run_tags
+from matching_pipeline.defs.stages import STAGE_SPECS, plan_runs, run_tags
+from matching_pipeline.defs.tags import MAX_RETRIES, TAG_BATCH, TAG_JOB, TAG_PROJECT
 from matching_pipeline.jobs.pools import LIVE_STATUSES, free_slots, hold_pool_slot, process_tags
 from matching_pipeline.results.faults import connection_fault
 from matching_pipeline.results.store import Batch
@@ -48,6 +50,25 @@ def new_job_id(batch: Batch, kind: str = "cli", *, instance: dg.DagsterInstance 
         if earlier:
             return earlier[-1]
     return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+def restore_interrupts() -> None:
+    """Let SIGINT and SIGTERM stop this process again when it was started with SIGINT ignored.
+
+    A shell starts background jobs (``cmd &`` in a script, ``nohup``-style wrappers, some CI
+    runners) with SIGINT ignored, and Dagster, around every run executed in process, sets SIGTERM
+    to whatever SIGINT's handler is. Left alone, the process then ignores SIGTERM, and so does
+    every child it starts afterwards, inheriting the disposition: Dagster's compute-log tail
+    processes, which it stops with SIGTERM and waits 30 s for each, add a minute to every run's
+    end, and a cancel from another process can only end this one with SIGKILL. So the pipeline's
+    in-process runners (the CLI, the tests, the benchmarks) take Python's usual handlers back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers; Dagster leaves other threads' runs alone too
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def ensure_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
@@ -96,6 +117,7 @@ def execute_stage_run(
     however the run ends. When the run cannot even be recorded (a storage fault), it is marked
     failed on the way out if the storage allows, so it is never left NOT_STARTED or STARTED.
     """
+    restore_interrupts()
     spec = STAGE_SPECS[stage]
     job = defs.resolve_job_def(spec.job_name)
     step = defs.resolve_assets_def(spec.asset_name).op

@@ -15,9 +15,6 @@ from matching_pipeline.defs.job_facts import (
     ACTIVE,
     JOB_TYPES,
     STARTED,
-    TAG_REASON,
-    TAG_SUPERSEDED,
-    WILL_RETRY,
     JobFacts,
     list_job_ids,
     load_job,
@@ -25,18 +22,12 @@ from matching_pipeline.defs.job_facts import (
     stage_of_run,
 )
 from matching_pipeline.defs.job_view import job_status as view_of
-from matching_pipeline.defs.stages import TAG_CONTROL, TAG_PLAN
 from matching_pipeline.jobs.pools import reap_dead_runs
 
 __all__ = [
     "ACTIVE",
     "JOB_TYPES",
     "STARTED",
-    "TAG_CONTROL",
-    "TAG_PLAN",
-    "TAG_REASON",
-    "TAG_SUPERSEDED",
-    "WILL_RETRY",
     "JobFacts",
     "cli_status",
     "format_view",

@@ -147,7 +147,7 @@ def scan_inbox(
     data_dir: Path,
     *,
     read: ReadOptions = DEFAULT_READ,
-    settle_seconds: float = 5.0,
+    settle_seconds: float = 2.0,
     require_done: bool = False,
     seen: Mapping[str, Sighting] | None = None,
     limit: int = 50,

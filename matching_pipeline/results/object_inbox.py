@@ -63,7 +63,7 @@ def scan_object_inbox(
     root: str,
     *,
     read: ReadOptions = DEFAULT_READ,
-    settle_seconds: float = 5.0,
+    settle_seconds: float = 2.0,
     require_done: bool = False,
     seen: Mapping[str, Sighting] | None = None,
     limit: int = 50,

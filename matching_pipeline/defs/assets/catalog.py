@@ -24,7 +24,7 @@ def catalog(context: dg.AssetExecutionContext, catalog_source: CatalogResource) 
         metadata={
             "catalog_version": index.version,
             "entries": len(index),
-            "source": catalog_source.path,
+            "source": catalog_source.shown_location(),
             "index_path": catalog_source.index_location(index.version),
             "built_now": built,
             "seconds": round(time.perf_counter() - began, 3),

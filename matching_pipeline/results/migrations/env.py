@@ -43,6 +43,10 @@ def _run(connection: sa.Connection) -> None:
 
 
 def _url() -> str:
+    # Only the ``alembic`` command line gets here (the package hands its own connection in through
+    # ``config.attributes``), outside the package's settings: so the variable is read directly and
+    # has no default, rather than through a Settings whose SQLite default under the working
+    # directory would silently pick a database.
     url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("MATCHING_DATABASE_URL")
     if not url:
         raise SystemExit("name the results database: alembic -x url=sqlite:///path/results.db ... (or MATCHING_DATABASE_URL)")
