@@ -313,7 +313,8 @@ def test_an_unreachable_database_leaves_files_in_the_inbox_for_the_next_tick(inb
 
     monkeypatch.setattr(type(inbox.db), "find_batch", down)
     monkeypatch.setattr(ingest_module, "_answers", lambda db: False)
-    scan = ingest_module.scan_inbox(inbox.db, inbox.settings.inbox_dir, inbox.settings.data_dir, settle_seconds=0)
+    rules = ingest_module.InboxRules(settle_seconds=0)
+    scan = ingest_module.scan_inbox(inbox.db, inbox.settings.inbox_dir, inbox.settings.data_dir, rules=rules)
     assert [o.deferred for o in scan.outcomes] == [True] and "unavailable" in scan.outcomes[0].note
     assert inbox.waiting() == ["good.csv"] and inbox.rejected() == {}
 
@@ -505,10 +506,11 @@ def test_a_settled_file_over_the_scan_budget_goes_next_time_without_settling_aga
     for i in range(3):
         (folder / f"f{i}.csv").write_text(f"item_id,description\nx{i},Drill {i}\n")
         os.utime(folder / f"f{i}.csv", (1_000 + i, 1_000 + i))
-    first = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, settle_seconds=5, now=100.0)
+    rules, budget = ingest_module.InboxRules(settle_seconds=5), ingest_module.InboxRules(settle_seconds=5, limit=2)
+    first = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, rules=rules, now=100.0)
     assert first.outcomes == [] and len(first.seen) == 3
-    second = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, settle_seconds=5, seen=first.seen, limit=2, now=106.0)
+    second = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, rules=budget, seen=first.seen, now=106.0)
     assert [o.path.name for o in second.outcomes] == ["f0.csv", "f1.csv"]  # oldest first
     assert list(second.seen) == ["acme/f2.csv"] and second.seen["acme/f2.csv"].since == 100.0
-    third = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, settle_seconds=5, seen=second.seen, now=106.5)
+    third = ingest_module.scan_inbox(db, settings.inbox_dir, settings.data_dir, rules=rules, seen=second.seen, now=106.5)
     assert [o.path.name for o in third.outcomes] == ["f2.csv"]

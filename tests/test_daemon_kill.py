@@ -2,8 +2,13 @@
 
 Before: the killed run kept the ``openai`` pool slot (limit 1) and every later AI run, of any
 project, waited "blocked by global concurrency limits" until someone freed the slot by hand. Now
-the daemon's run monitoring marks the run failed and ``free_slots_after_run_end_seconds`` (30 s in
-the shipped ``dagster.yaml``) frees its slot, so another project's AI run gets it by itself.
+the run is marked failed (by the code server that launched the worker; run monitoring would catch
+it otherwise) and the monitoring daemon frees its slot ``free_slots_after_run_end_seconds`` after
+the run ended, so another project's AI run gets it by itself.
+
+The instance is the shipped ``dagster.yaml`` with shorter run-monitoring times (see
+``_instance_config``): the same mechanisms, without waiting out the production intervals
+(30 s to free, 30 s between monitoring passes).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
+import yaml
 
 from tests.servers.openai_server import FakeOpenAI
 
@@ -26,6 +32,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+FREE_SLOTS_AFTER_S = 3
+"""``free_slots_after_run_end_seconds`` of this test's instance (30 in the shipped config)."""
 
 
 def _run_worker(home: Path) -> psutil.Process | None:
@@ -39,6 +47,16 @@ def _run_worker(home: Path) -> psutil.Process | None:
     return None
 
 
+def _instance_config() -> str:
+    """The shipped ``dagster.yaml`` with run monitoring polling every second and freeing an ended
+    run's pool slots after 3 s (30 s and 30 s shipped): everything else as shipped."""
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] > 0
+    monitoring.update(poll_interval_seconds=1, free_slots_after_run_end_seconds=FREE_SLOTS_AFTER_S)
+    return yaml.safe_dump(config)
+
+
 def _drop(inbox: Path, project: str, name: str) -> None:
     folder = inbox / project
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +67,7 @@ def _drop(inbox: Path, project: str, name: str) -> None:
 def test_a_killed_run_worker_frees_the_pool_for_other_projects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(_instance_config())
     data = tmp_path / "data"
     with FakeOpenAI(latency_s=1.0) as model:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MATCHING_", "OPENAI_", "DAGSTER_"))}
@@ -73,11 +91,14 @@ def test_a_killed_run_worker_frees_the_pool_for_other_projects(tmp_path: Path, m
             while model.count < 3:  # the first project's AI run holds the slot and is asking the model
                 assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the AI stage never started"
-                time.sleep(1)
+                time.sleep(0.2)
             worker = _run_worker(home)
             assert worker is not None, "no run worker found under this instance's code server"
             worker.send_signal(signal.SIGKILL)
             killed = time.monotonic()
+            # The killed run is retried (run_retries) and its retry is queued ahead of the second
+            # project's run: answer fast from now on so the retry does not hold the slot for long.
+            model.latency_s = 0.02
             _drop(data / "inbox", "second", "b.csv")
 
             monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -88,10 +109,20 @@ def test_a_killed_run_worker_frees_the_pool_for_other_projects(tmp_path: Path, m
                     if any(r.status == dg.DagsterRunStatus.SUCCESS for r in second):
                         break
                     assert time.monotonic() - killed < 300, f"the second project never got the pool: {[(r.tags.get('matching/project'), r.status) for r in runs]}"
-                    time.sleep(5)
+                    time.sleep(0.5)
                 recovered_s = time.monotonic() - killed
                 first_runs = [r for r in runs if r.tags.get("matching/project") == "first"]
-                assert any(r.status == dg.DagsterRunStatus.FAILURE for r in first_runs)  # marked failed, not STARTED
+                failed = [r for r in first_runs if r.status == dg.DagsterRunStatus.FAILURE]
+                assert len(failed) == 1  # the killed run is marked failed, not left STARTED
+                # It kept its slot until free_slots_after_run_end_seconds had passed since it
+                # ended: no AI run after it (its retry, the second project's) started sooner.
+                records = instance.get_run_records(dg.RunsFilter(job_name="ai_job"))
+                (killed_record,) = [r for r in records if r.dagster_run.run_id == failed[0].run_id]
+                assert killed_record.end_time is not None
+                freed_at = killed_record.end_time + FREE_SLOTS_AFTER_S
+                later = [r for r in records if r.create_timestamp > killed_record.create_timestamp]
+                starts = [(r.dagster_run.tags.get("matching/project"), r.start_time, freed_at) for r in later]
+                assert later and all(r.start_time is not None and r.start_time >= freed_at for r in later), starts
             print(f"second project's AI run succeeded {recovered_s:.0f} s after the kill")
         finally:
             daemon.send_signal(signal.SIGTERM)

@@ -4,6 +4,13 @@ A file dropped in the inbox is picked up by the sensor, the runs go through the 
 status view (read from the same Postgres storage) reports the job completed, the webhook sensor
 posts it signed, the webserver's GraphQL shows the same runs, and a job created through the API
 (submitted to the run queue) is launched by the daemon too.
+
+Timing: the daemon's sensor loop (5 s) and backfill loop (30 s, from the daemon's start) are
+fixed by Dagster, and the cascade sensor gets through one succeeded run per loop. So the test waits
+on conditions (polled every quarter second), takes the inbox file at first sight (the settle rule
+has its own tests in test_bad_files.py), and launches the backfill as soon as the drop's cascade
+has finished, to catch the backfill daemon's loop 30 s after start rather than the one at 60 s;
+the API job and the other checks overlap the backfill.
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ def _wait(predicate, timeout: float, what: str, procs=()):
         if value:
             print(f"{time.strftime('%X')} {what}", flush=True)
             return value
-        time.sleep(1)
+        time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -89,7 +96,9 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
             "MATCHING_CATALOG_PATH": str(generated_sample["catalog"]),
             "MATCHING_WEBHOOK_URL": receiver.url,
             "MATCHING_WEBHOOK_SECRET": SECRET,
-            "MATCHING_NOTIFY_INTERVAL_SECONDS": "5",
+            "MATCHING_NOTIFY_INTERVAL_SECONDS": "1",
+            # Taken at first sight: what this test proves is not the settle rule (test_bad_files.py).
+            "MATCHING_INBOX_SETTLE_SECONDS": "0",
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -136,12 +145,6 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
 
             instance = dg.DagsterInstance.get()
             try:
-                # Meanwhile, a job created as the API does it: submitted to the run queue.
-                other = tmp_path / "globex.csv"
-                items.head(12).to_csv(other, index=False)
-                batch = ingest_file(open_results_database(results_url), other, "globex")
-                api_job = control.create_job(instance, batch, "enhanced")
-                assert job_status(instance, api_job)["status"] == "pending"
                 jobs = _wait(lambda: list_jobs(instance, "acme"), 90, "the sensor to start a job", procs)
                 job_id = jobs[0]["id"]
                 assert job_id.endswith("-ingest") and jobs[0]["jobType"] == "all"
@@ -153,6 +156,25 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
                 assert view["totalItems"] == 35 and view["processedItems"] == 35 and view["progressPercentage"] == 100.0
                 assert [s["doneChunks"] for s in view["stages"]] == [4, 4, 4]
                 assert view["matchesFound"] > 0 and view["completedAt"] and view["error"] is None
+
+                # A backfill of enhanced_matches alone, launched as the UI does (GraphQL), is a job:
+                # the cascade carries its chunks through AI and web search under the backfill's id.
+                # Launched now, as the backfill daemon looks only every 30 s; checked last.
+                mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+                    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+                params = {"partitionNames": view_chunks(instance, job_id), "assetSelection": [{"path": ["enhanced_matches"]}]}
+                launched = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": mutation, "variables": {"params": params}}, timeout=60).json()
+                backfill_id = launched["data"]["launchPartitionBackfill"].get("backfillId")
+                assert backfill_id, launched
+
+                # Meanwhile, a job created as the API does it: submitted to the run queue. (Created
+                # now, while the backfill waits for its daemon: every run that succeeds takes the
+                # cascade sensor one daemon loop, so earlier it would delay the drop's cascade.)
+                other = tmp_path / "globex.csv"
+                items.head(12).to_csv(other, index=False)
+                batch = ingest_file(open_results_database(results_url), other, "globex")
+                api_job = control.create_job(instance, batch, "enhanced")
+                assert job_status(instance, api_job)["status"] == "pending"
 
                 # The webhook sensor posted the completed view, signed.
                 def posted_for(job: str):
@@ -175,14 +197,7 @@ def test_inbox_file_goes_through_daemon_cascade_and_status_reports_completed(tmp
                 )
                 assert done["status"] == "completed" and done["processedItems"] == 12
 
-                # A backfill of enhanced_matches alone, launched as the UI does (GraphQL), is a job:
-                # the cascade carries its chunks through AI and web search under the backfill's id.
-                mutation = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-                    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-                params = {"partitionNames": view_chunks(instance, job_id), "assetSelection": [{"path": ["enhanced_matches"]}]}
-                launched = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": mutation, "variables": {"params": params}}, timeout=60).json()
-                backfill_id = launched["data"]["launchPartitionBackfill"].get("backfillId")
-                assert backfill_id, launched
+                # The backfill launched above goes through the cascade.
                 carried = _wait(
                     lambda: (v := job_status(instance, backfill_id)) and v["status"] in ("completed", "failed") and v,
                     240, "the backfill's chunks to go through the cascade", procs,

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import dagster as dg
 
-from matching_pipeline.defs.cascade import cascade_sensor
+from matching_pipeline.defs import job_facts
+from matching_pipeline.defs.cascade import cascade_requests, cascade_sensor
 from matching_pipeline.defs.job_facts import job_id_of_run
 from matching_pipeline.defs.requests import job_requests_sensor, list_requests
 from matching_pipeline.defs.stages import STAGE_SPECS
@@ -28,6 +29,13 @@ def evaluate_cascade(instance: dg.DagsterInstance, defs: dg.Definitions, run_id:
         resources={"results": defs.resources["results"]},
     )
     return cascade_sensor(context)
+
+
+def why_no_cascade(instance: dg.DagsterInstance, defs: dg.Definitions, run_id: str) -> str:
+    """What the cascade sensor logs for a run it answers with None (it asks for nothing)."""
+    outcome = cascade_requests(instance, instance.get_run_by_id(run_id), defs.resources["results"].get())
+    assert isinstance(outcome, str), outcome
+    return outcome
 
 
 def stage_runs(instance: dg.DagsterInstance, stage: str) -> list[dg.DagsterRun]:
@@ -56,8 +64,8 @@ def test_process_and_the_daemon_never_run_a_stage_twice(job_settings, job_defs, 
     assert job_status(instance, job)["status"] == "completed"
 
     # The daemon's cascade tick for the enhanced run now asks for nothing, and the request is done.
-    outcome = evaluate_cascade(instance, job_defs, daemon_run.run_id)
-    assert isinstance(outcome, dg.SkipReason) and "done or in progress" in outcome.skip_message
+    assert evaluate_cascade(instance, job_defs, daemon_run.run_id) is None
+    assert "done or in progress" in why_no_cascade(instance, job_defs, daemon_run.run_id)
     assert isinstance(job_requests_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
     assert list_requests(instance, job) == []  # its run is the record now
     assert len(stage_runs(instance, "ai")) == 1 and len(stage_runs(instance, "web_search")) == 1
@@ -65,6 +73,30 @@ def test_process_and_the_daemon_never_run_a_stage_twice(job_settings, job_defs, 
     assert not rows.duplicated(["item_id", "stage"]).any() and len(rows.query("stage == 'enhanced'")) == 30
     view = job_status(instance, job)
     assert view["status"] == "completed" and view["processedItems"] == 30 and view["estimatedCompletion"] is None
+
+
+def test_a_job_is_never_missing_while_the_daemon_launches_its_request(job_settings, job_defs, instance, generated_sample, monkeypatch) -> None:
+    """The daemon launches a request's run and forgets the request at any moment, also between the
+    status view's reads of the job's runs and of its requests: the job is found all the same."""
+    batch = ingest_items(job_settings, instance, generated_sample, 10)
+    job = control.create_job(instance, batch, "enhanced")
+    (request,) = list_requests(instance, job)
+    read_runs = job_facts.job_runs
+
+    def runs_then_the_daemon_acts(inst: dg.DagsterInstance, job_id: str) -> list[dg.RunRecord]:
+        runs = read_runs(inst, job_id)
+        if list_requests(inst, job_id):  # the daemon launches the request's run, then forgets the request
+            (run_request,) = job_requests_sensor(dg.build_sensor_context(instance=inst)).run_requests
+            execute_stage_run(job_defs, inst, "enhanced", {**run_request.tags, TAG_REQUEST: request.id}, say=lambda _: None)
+            assert isinstance(job_requests_sensor(dg.build_sensor_context(instance=inst)), dg.SkipReason)
+        return runs
+
+    monkeypatch.setattr(job_facts, "job_runs", runs_then_the_daemon_acts)
+    view = job_status(instance, job)
+    assert view is not None and view["id"] == job  # was None: neither the run nor the request read
+    assert list_requests(instance, job) == []  # the daemon did act mid-read
+    monkeypatch.setattr(job_facts, "job_runs", read_runs)
+    assert job_status(instance, job)["status"] == "completed"
 
 
 def test_a_chunk_rematerialised_in_the_ui_is_a_job_and_carries_on(job_settings, job_defs, instance, generated_sample) -> None:
@@ -96,7 +128,7 @@ def test_a_chunk_rematerialised_in_the_ui_is_a_job_and_carries_on(job_settings, 
 
     # A request for that stage pending over the chunk: nothing more is asked for.
     control.Submitter(instance).submit("web_search", dict(web.tags))
-    assert isinstance(evaluate_cascade(instance, job_defs, ai.run_id), dg.SkipReason)
+    assert evaluate_cascade(instance, job_defs, ai.run_id) is None
 
 
 def test_no_cascade_into_a_stage_the_same_backfill_runs(job_settings, job_defs, instance, generated_sample, monkeypatch) -> None:
@@ -112,8 +144,8 @@ def test_no_cascade_into_a_stage_the_same_backfill_runs(job_settings, job_defs, 
     (request,) = evaluate_cascade(instance, job_defs, run.run_id)  # only enhanced selected: the cascade goes on
     assert request.tags[TAG_JOB] == "bf1"
     selection.append(dg.AssetKey("ai_matches"))
-    skipped = evaluate_cascade(instance, job_defs, run.run_id)
-    assert isinstance(skipped, dg.SkipReason) and "backfill" in skipped.skip_message
+    assert evaluate_cascade(instance, job_defs, run.run_id) is None
+    assert "backfill" in why_no_cascade(instance, job_defs, run.run_id)
 
     view = job_status(instance, "bf1")
     assert view["backfill"] and view["status"] == "processing" and view["stages"][0]["doneChunks"] == 2

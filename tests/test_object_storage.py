@@ -107,6 +107,7 @@ def test_object_inbox_sensor_stores_rejects_and_ignores_like_the_local_inbox(
 def test_object_inbox_waits_for_an_object_to_settle_or_its_done_marker(
     tmp_path: Path, s3: LocalS3, generated_sample: dict[str, Path]
 ) -> None:
+    from matching_pipeline.results.ingest import InboxRules
     from matching_pipeline.results.object_inbox import scan_object_inbox
 
     db = open_results_database(f"sqlite:///{tmp_path / 'results.db'}")
@@ -114,19 +115,20 @@ def test_object_inbox_waits_for_an_object_to_settle_or_its_done_marker(
     data = generated_sample["items"].read_bytes()
     fs.pipe_file(f"{root}/p1/a.csv", data[: len(data) // 2])  # a writer that uploads in steps
 
-    first = scan_object_inbox(db, fs, root, settle_seconds=30, now=1000.0)
+    settle, done = InboxRules(settle_seconds=30), InboxRules(require_done=True)
+    first = scan_object_inbox(db, fs, root, rules=settle, now=1000.0)
     assert not first.outcomes and first.waiting == ["p1/a.csv"]
     fs.pipe_file(f"{root}/p1/a.csv", data)  # rewritten: new size and ETag, the clock restarts
-    second = scan_object_inbox(db, fs, root, settle_seconds=30, seen=first.seen, now=1040.0)
+    second = scan_object_inbox(db, fs, root, rules=settle, seen=first.seen, now=1040.0)
     assert not second.outcomes
-    third = scan_object_inbox(db, fs, root, settle_seconds=30, seen=second.seen, now=1071.0)
+    third = scan_object_inbox(db, fs, root, rules=settle, seen=second.seen, now=1071.0)
     assert [o.batch.item_count for o in third.outcomes] == [len(pd.read_csv(generated_sample["items"]))]
 
     # require_done: nothing without its marker; the marker makes it ready at once and goes with it.
     fs.pipe_file(f"{root}/p2/b.csv", data)
-    assert not scan_object_inbox(db, fs, root, require_done=True).outcomes
+    assert not scan_object_inbox(db, fs, root, rules=done).outcomes
     fs.pipe_file(f"{root}/p2/b.csv.done", b"")
-    [taken] = scan_object_inbox(db, fs, root, require_done=True).outcomes
+    [taken] = scan_object_inbox(db, fs, root, rules=done).outcomes
     assert taken.batch is not None and taken.batch.is_new
     fs.invalidate_cache()
     assert not fs.exists(f"{root}/p2/b.csv.done") and not fs.exists(f"{root}/p2/b.csv")

@@ -144,11 +144,21 @@ MAX_CHUNKS_PER_RUN = 2_500
     minimum_interval_seconds=EVERY_DAEMON_LOOP,
     description="When any run of a stage succeeds (UI-launched too), starts the next stage on the chunks it still owes.",
 )
-def cascade_sensor(context: dg.RunStatusSensorContext, results: ResultsDatabaseResource) -> list[dg.RunRequest] | dg.SkipReason:
+def cascade_sensor(context: dg.RunStatusSensorContext, results: ResultsDatabaseResource) -> list[dg.RunRequest] | None:
     """No ``monitored_jobs``: every run of this code location is looked at, so runs the UI
-    launched over the asset graph are carried on too (a run of no stage is skipped)."""
+    launched over the asset graph are carried on too (a run of no stage is skipped).
+
+    A run that needs nothing next is logged and answered with None, not a ``SkipReason``: a
+    run-status sensor ends its tick at the first run it answers with anything but None, so a
+    skip reason per run would carry on one finished run per daemon loop (5 s), and a batch of
+    runs that need nothing (web-search runs, the catalog's, a finished stage's) would hold back
+    the runs behind them that do.
+    """
     outcome = cascade_requests(context.instance, context.dagster_run, results.get())
-    return dg.SkipReason(outcome) if isinstance(outcome, str) else outcome
+    if isinstance(outcome, str):
+        context.log.info(f"run {context.dagster_run.run_id}: {outcome}")
+        return None
+    return outcome
 
 
 __all__ = ["cascade_requests", "cascade_sensor", "planned_stages"]

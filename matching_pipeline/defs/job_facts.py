@@ -264,9 +264,14 @@ def _backfill(instance: dg.DagsterInstance, backfill_id: str) -> tuple[str | Non
 
 def load_job(instance: dg.DagsterInstance, job_id: str, *, partition_keys: Sequence[str] | None = None) -> JobFacts | None:
     """The facts of job ``job_id``, or None when no run or request carries that id."""
-    runs = job_runs(instance, job_id)
+    # The requests are read before the runs, and a request is set aside only for a run in this
+    # same list: the daemon may launch a request's run and forget the request between two reads,
+    # and read the other way round a job just launched had neither (None: "no such job").
     requests = list_requests(instance, job_id)
-    launched = launched_runs(instance, [r for r in requests if r.state == "pending"])
+    runs = job_runs(instance, job_id)
+    listed = {r.dagster_run.run_id for r in runs}
+    pending = [r for r in requests if r.state == "pending"]
+    launched = {rid for rid, run in launched_runs(instance, pending).items() if run.run_id in listed}
     requests = [r for r in requests if r.id not in launched]  # their run is the record now
     maybe_backfill = not requests and (not runs or any(r.dagster_run.tags.get(BACKFILL_TAG) == job_id for r in runs))
     backfill_status, backfill_stages, targets, backfill_began = _backfill(instance, job_id) if maybe_backfill else (None, [], set(), None)

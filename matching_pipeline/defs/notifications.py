@@ -80,14 +80,17 @@ def notify_job_if_finished(instance: dg.DagsterInstance, job_id: str, *, logger:
         return None
 
 
-def _notify_from(context: dg.RunStatusSensorContext) -> dg.SkipReason:
+def _notify_from(context: dg.RunStatusSensorContext) -> None:
+    """Always None: a run-status sensor ends its tick at the first run it answers with anything
+    else, so a ``SkipReason`` per run would look at one run per interval and a job's end could
+    wait behind every run that finished before it. What happened goes to the tick's log."""
     job_id = job_id_of_run(context.dagster_run)
     if not job_id:
-        return dg.SkipReason("run belongs to no matching job")
+        return
     if not secret("MATCHING_WEBHOOK_URL"):
-        return dg.SkipReason("MATCHING_WEBHOOK_URL is not set")
+        return
     sent = notify_job_if_finished(context.instance, job_id, logger=context.log)
-    return dg.SkipReason(f"job {job_id}: {'notified ' + sent['job']['status'] if sent else 'nothing to notify'}")
+    context.log.info(f"job {job_id}: {'notified ' + sent['job']['status'] if sent else 'nothing to notify'}")
 
 
 _INTERVAL = current_settings().notify_interval_seconds
@@ -97,26 +100,26 @@ _INTERVAL = current_settings().notify_interval_seconds
     run_status=dg.DagsterRunStatus.SUCCESS, name="job_completed_webhook",
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=_INTERVAL,
 )
-def job_completed_webhook(context: dg.RunStatusSensorContext) -> dg.SkipReason:
+def job_completed_webhook(context: dg.RunStatusSensorContext) -> None:
     """POST the job's status view to MATCHING_WEBHOOK_URL when its last run succeeds."""
-    return _notify_from(context)
+    _notify_from(context)
 
 
 @dg.run_failure_sensor(
     name="job_failed_webhook", default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=_INTERVAL,
 )
-def job_failed_webhook(context: dg.RunFailureSensorContext) -> dg.SkipReason:
+def job_failed_webhook(context: dg.RunFailureSensorContext) -> None:
     """POST the job's status view to MATCHING_WEBHOOK_URL when it fails (after run retries)."""
-    return _notify_from(context)
+    _notify_from(context)
 
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.CANCELED, name="job_canceled_webhook",
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=_INTERVAL,
 )
-def job_canceled_webhook(context: dg.RunStatusSensorContext) -> dg.SkipReason:
+def job_canceled_webhook(context: dg.RunStatusSensorContext) -> None:
     """POST the job's status view to MATCHING_WEBHOOK_URL when it is canceled."""
-    return _notify_from(context)
+    _notify_from(context)
 
 
 notification_sensors = [job_completed_webhook, job_failed_webhook, job_canceled_webhook]

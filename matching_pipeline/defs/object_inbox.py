@@ -39,8 +39,7 @@ def object_inbox_sensor(
         fs,
         root,
         read=inbox.read_options(),
-        settle_seconds=inbox.settle_seconds,
-        require_done=inbox.require_done,
+        rules=inbox.rules(),
         seen=sightings_from_cursor(context.cursor),
     )
     context.update_cursor(scan.cursor())

@@ -28,6 +28,7 @@ from matching_pipeline.clients.object_store import (
 from matching_pipeline.core.catalog import CatalogIndex, IndexSettings
 from matching_pipeline.core.readers import CATALOG, FieldLimits, InputError, ReadOptions, content_hash, read_table
 from matching_pipeline.core.review import ReviewSettings
+from matching_pipeline.results.ingest import InboxRules
 from matching_pipeline.results.store import ResultsDatabase
 from matching_pipeline.settings import parse_column_map
 
@@ -246,3 +247,8 @@ class InboxResource(dg.ConfigurableResource):
     def read_options(self) -> ReadOptions:
         limits = FieldLimits(text=self.max_description_chars, field=self.max_field_chars)
         return ReadOptions(encoding=self.encoding, columns=parse_column_map(self.columns), limits=limits)
+
+    def rules(self) -> InboxRules:
+        """When a file is complete enough to take: one object for both inbox sensors, so the folder
+        and the object store follow the same settings."""
+        return InboxRules(settle_seconds=self.settle_seconds, require_done=self.require_done)

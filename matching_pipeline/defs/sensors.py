@@ -54,8 +54,7 @@ def new_items_sensor(
         Path(inbox.inbox_dir),
         Path(inbox.data_dir),
         read=inbox.read_options(),
-        settle_seconds=inbox.settle_seconds,
-        require_done=inbox.require_done,
+        rules=inbox.rules(),
         seen=sightings_from_cursor(context.cursor),
     )
     context.update_cursor(scan.cursor())

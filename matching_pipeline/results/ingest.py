@@ -29,10 +29,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -56,6 +57,9 @@ DONE_SUFFIX = ".done"
 
 MAX_NAME_BYTES = 255 - len(".reason.txt") - 8
 """Longest archived name, leaving room for the reason file's suffix and a counter."""
+
+Where = TypeVar("Where")
+"""How an inbox names a file and its marker: a :class:`Path`, or an object store's path string."""
 
 
 def ingest_file(
@@ -141,28 +145,103 @@ def is_partial_name(name: str) -> bool:
     return name.startswith(".") or lowered.endswith(PARTIAL_SUFFIXES) or lowered.endswith(DONE_SUFFIX)
 
 
+@dataclass(frozen=True)
+class InboxRules:
+    """When an inbox file is complete enough to take, and how many files one scan takes.
+
+    The one statement of the conventions in this module's docstring, for the local folder and the
+    object-store inbox alike, so that both wait for exactly the same files and a setting means the
+    same in both. Built once per sensor from ``InboxResource.rules()``. Names that say "partial"
+    are the caller's to skip (:func:`is_partial_name`) before it spends a stat or a listing on them.
+    """
+
+    settle_seconds: float = 2.0
+    require_done: bool = False
+    limit: int = 50
+    """Files taken per scan: a backlog is worked off over several sensor ticks, each kept short."""
+
+    def is_ready(
+        self,
+        scan: InboxScan,
+        key: str,
+        size: int,
+        stamp: int,
+        *,
+        has_marker: bool,
+        previous: Mapping[str, Sighting],
+        now: float,
+    ) -> bool:
+        """Whether the file ``key`` (``<project>/<name>``) is complete now; if not, it is listed in
+        ``scan.waiting``.
+
+        ``stamp`` is whatever changes when the file is rewritten (a file's mtime, an object's
+        ETag). A file that has to settle gets its sighting in ``scan.seen``: the one in
+        ``previous`` while size and stamp are unchanged, else a new one from ``now``; a marked
+        file needs none, so a sighting it had is dropped.
+        """
+        if has_marker:
+            return True
+        if self.require_done:
+            scan.waiting.append(key)
+            return False
+        before = previous.get(key)
+        if before is None or (before.size, before.mtime_ns) != (size, stamp):
+            before = Sighting(size, stamp, now)
+        scan.seen[key] = before
+        if now - before.since >= self.settle_seconds:
+            return True
+        scan.waiting.append(key)
+        return False
+
+    def take(
+        self,
+        scan: InboxScan,
+        ready: Sequence[tuple[str, Where, Where]],
+        take_file: Callable[[Where], InboxOutcome | None],
+        drop_marker: Callable[[Where], None],
+    ) -> None:
+        """Take the first ``limit`` of ``ready`` (``(key, file, marker)``, in the order to take them).
+
+        A taken file's marker goes once the file has moved, and so does its sighting; a file not
+        taken keeps its sighting, so a settled file over this scan's budget is not made to settle
+        again. ``take_file`` never raises and returns ``None`` for a file that vanished meanwhile.
+        """
+        for key, path, marker in ready[: self.limit]:
+            outcome = take_file(path)
+            if outcome is None:
+                continue
+            scan.outcomes.append(outcome)
+            if outcome.deferred:
+                break  # the results database is down: every other file would fail the same way
+            scan.seen.pop(key, None)
+            if outcome.moved_to is not None:
+                drop_marker(marker)
+
+
+DEFAULT_RULES = InboxRules()
+"""The defaults of the settings (``MATCHING_INBOX_SETTLE_SECONDS``, ``MATCHING_INBOX_REQUIRE_DONE``)."""
+
+
 def scan_inbox(
     db: ResultsDatabase,
     inbox: Path,
     data_dir: Path,
     *,
     read: ReadOptions = DEFAULT_READ,
-    settle_seconds: float = 2.0,
-    require_done: bool = False,
+    rules: InboxRules = DEFAULT_RULES,
     seen: Mapping[str, Sighting] | None = None,
-    limit: int = 50,
     now: float | None = None,
 ) -> InboxScan:
-    """Ingest up to ``limit`` complete files from ``inbox/<project>/``, oldest first.
+    """Ingest the complete files in ``inbox/<project>/`` (as many as ``rules`` allow), oldest
+    mtime first.
 
     ``seen`` is what the previous scan returned in :attr:`InboxScan.seen`; without it every file
     without a marker counts as first seen now (so, with a settle time, it waits for the next scan).
     """
     now = time.time() if now is None else now
-    previous = dict(seen or {})
+    previous = seen or {}
     scan = InboxScan()
     ready: list[tuple[int, str, Path, Path]] = []
-    sightings: dict[str, Sighting] = {}
     for path in inbox.glob("*/*"):
         if is_partial_name(path.name):
             continue
@@ -175,35 +254,16 @@ def scan_inbox(
         except OSError:
             continue  # vanished (renamed, moved away) between listing and looking
         key = f"{path.parent.name}/{path.name}"
-        if has_marker:
+        if rules.is_ready(scan, key, stat.st_size, stat.st_mtime_ns, has_marker=has_marker, previous=previous, now=now):
             ready.append((stat.st_mtime_ns, key, path, marker))
-            continue
-        if require_done:
-            scan.waiting.append(key)
-            continue
-        before = previous.get(key)
-        unchanged = before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-        sightings[key] = before if before is not None and unchanged else Sighting(stat.st_size, stat.st_mtime_ns, now)
-        if now - sightings[key].since >= settle_seconds:
-            ready.append((stat.st_mtime_ns, key, path, marker))
-        else:
-            scan.waiting.append(key)
 
     ready.sort(key=lambda entry: entry[0])
-    taken: set[str] = set()
-    for _, key, path, marker in ready[:limit]:
-        outcome = _take(db, path, data_dir, read=read)
-        if outcome is None:
-            continue
-        scan.outcomes.append(outcome)
-        if outcome.deferred:
-            break  # the results database is down: every other file would fail the same way
-        taken.add(key)
-        if outcome.moved_to is not None:
-            marker.unlink(missing_ok=True)
-    # Files not taken keep their sighting, so a settled file over this scan's budget is not
-    # made to settle again.
-    scan.seen = {key: sighting for key, sighting in sightings.items() if key not in taken}
+    rules.take(
+        scan,
+        [(key, path, marker) for _, key, path, marker in ready],
+        lambda path: _take(db, path, data_dir, read=read),
+        lambda marker: marker.unlink(missing_ok=True),
+    )
     return scan
 
 

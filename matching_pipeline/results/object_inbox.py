@@ -11,14 +11,15 @@ the wording of a refusal), then moved
   ``<that name>.reason.txt`` object beside it;
 - when the results database does not answer, nowhere: it stays for the next scan.
 
-The completeness conventions are the local inbox's too: names starting with ``.`` or ending in
-``.tmp``, ``.part`` or ``.partial`` are never read; a ``<name>.done`` object makes ``<name>``
-complete at once (and is deleted once ``<name>`` has moved); otherwise an object is taken once its
-size and ETag held across sightings ``settle_seconds`` apart. (An S3 PUT or multipart upload only
-shows its object when complete, so settling matters for stores mounted as filesystems and for
-writers that upload a file in several objects; it costs one sensor tick.) Moves on S3 are a copy
-then a delete: a worker that dies between the two leaves the file in the inbox, and the next
-scan takes it again as a duplicate of its own batch, so nothing is lost or stored twice.
+The completeness conventions are the local inbox's too, applied by the same
+:class:`ingest.InboxRules`: names starting with ``.`` or ending in ``.tmp``, ``.part`` or
+``.partial`` are never read; a ``<name>.done`` object makes ``<name>`` complete at once (and is
+deleted once ``<name>`` has moved); otherwise an object is taken once its size and ETag held across
+sightings ``settle_seconds`` apart. (An S3 PUT or multipart upload only shows its object when
+complete, so settling matters for stores mounted as filesystems and for writers that upload a file
+in several objects; it costs one sensor tick.) Moves on S3 are a copy then a delete: a worker that
+dies between the two leaves the file in the inbox, and the next scan takes it again as a duplicate
+of its own batch, so nothing is lost or stored twice.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from fsspec import AbstractFileSystem
 
 from matching_pipeline.core.readers import DEFAULT_READ, ReadOptions
 from matching_pipeline.results.ingest import (
+    DEFAULT_RULES,
     DONE_SUFFIX,
     InboxOutcome,
+    InboxRules,
     InboxScan,
     Sighting,
     archive_prefix,
@@ -63,22 +66,22 @@ def scan_object_inbox(
     root: str,
     *,
     read: ReadOptions = DEFAULT_READ,
-    settle_seconds: float = 2.0,
-    require_done: bool = False,
+    rules: InboxRules = DEFAULT_RULES,
     seen: Mapping[str, Sighting] | None = None,
-    limit: int = 50,
     now: float | None = None,
 ) -> InboxScan:
-    """Ingest up to ``limit`` complete objects under ``root/<project>/``, oldest sighting first.
+    """Ingest the complete objects under ``root/<project>/`` (as many as ``rules`` allow), marked
+    ones first, then oldest sighting first.
 
-    ``seen`` is what the previous scan returned in :attr:`InboxScan.seen` (a sensor cursor).
+    Not by modification time as in the local inbox: fsspec listings have none common to every
+    store (``LastModified`` on S3, ``mtime`` on ``file://``), while a sighting is this machine's
+    clock. ``seen`` is what the previous scan returned in :attr:`InboxScan.seen` (a sensor cursor).
     """
     now = time.time() if now is None else now
-    previous = dict(seen or {})
+    previous = seen or {}
     scan = InboxScan()
     fs.invalidate_cache()  # s3fs keeps listings: a poller must see new objects
     ready: list[tuple[float, str, str, str]] = []
-    sightings: dict[str, Sighting] = {}
     for folder in fs.ls(root, detail=True):
         project = folder["name"].rstrip("/").rsplit("/", 1)[-1]
         if folder["type"] != "directory" or project in ARCHIVE_FOLDERS or not PROJECT_NAME.match(project):
@@ -91,34 +94,22 @@ def scan_object_inbox(
                 continue
             key = f"{project}/{name}"
             marker = path + DONE_SUFFIX
-            if marker in names:
-                ready.append((0.0, key, path, marker))
-                continue
-            if require_done:
-                scan.waiting.append(key)
-                continue
             size, stamp = int(entry.get("size") or 0), _stamp(entry)
-            before = previous.get(key)
-            sighting = before if before is not None and (before.size, before.mtime_ns) == (size, stamp) else None
-            sightings[key] = sighting = sighting or Sighting(size, stamp, now)
-            if now - sighting.since >= settle_seconds:
-                ready.append((sighting.since, key, path, marker))
-            else:
-                scan.waiting.append(key)
+            if rules.is_ready(scan, key, size, stamp, has_marker=marker in names, previous=previous, now=now):
+                sighting = scan.seen.get(key)  # none for a marked object
+                ready.append((sighting.since if sighting else 0.0, key, path, marker))
+
+    def drop_marker(marker: str) -> None:
+        if fs.exists(marker):
+            fs.rm_file(marker)
 
     ready.sort(key=lambda entry: entry[:2])
-    taken: set[str] = set()
-    for _, key, path, marker in ready[:limit]:
-        outcome = _take(db, fs, root, path, read=read)
-        if outcome is None:
-            continue
-        scan.outcomes.append(outcome)
-        if outcome.deferred:
-            break  # the results database is down: every other file would fail the same way
-        taken.add(key)
-        if outcome.moved_to is not None and fs.exists(marker):
-            fs.rm_file(marker)
-    scan.seen = {key: sighting for key, sighting in sightings.items() if key not in taken}
+    rules.take(
+        scan,
+        [(key, path, marker) for _, key, path, marker in ready],
+        lambda path: _take(db, fs, root, path, read=read),
+        drop_marker,
+    )
     return scan
 
 
