@@ -60,11 +60,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             url=settings.inbox_url,
             s3_endpoint_url=settings.s3_endpoint_url,
         ),
-        # The model's and the search engine's settings are those of the environment of this moment
-        # (``current_settings()``: the same values as ``settings`` when the code location loads);
-        # a caller that hands in its own ``settings`` (the CLI's options, a test) does not set them.
-        "openai": OpenAIResource.from_env(),
-        "search": SearchResource.from_env(),
+        "openai": OpenAIResource.from_settings(settings),
+        "search": SearchResource.from_settings(settings),
         "evaluation_config": EvaluationResource(
             labels_dir=str(settings.labels_dir),
             out_dir=str(settings.evaluation_dir),

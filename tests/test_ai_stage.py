@@ -208,11 +208,15 @@ def ingest(settings: Settings, instance: dg.DagsterInstance, n: int) -> list[str
 
 
 def build_defs(settings: Settings, monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
+    """Definitions over ``settings`` plus ``env``: the secrets (key, base URL) go to the environment,
+    where the resource reads them through ``EnvVar``; ``MATCHING_*`` values join the settings, which
+    the definitions take everything else from."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     from matching_pipeline.definitions import build_definitions
 
-    return build_definitions(settings)
+    fields = {name.removeprefix("MATCHING_").lower(): value for name, value in env.items() if name.startswith("MATCHING_")}
+    return build_definitions(settings.replace(**fields) if fields else settings)
 
 
 def chunk_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, object]]:
