@@ -217,13 +217,12 @@ def _content_version(data: bytes, encoding: str, columns: str) -> str:
 
 def _parse_catalog(location: str, data: bytes, read: ReadOptions) -> pd.DataFrame:
     """Parse catalog bytes; an :class:`InputError` names the catalog's path, or its (redacted) URL."""
-    if not is_url(location):
-        return read_table(location, CATALOG, columns=read.columns, encoding=read.encoding, data=data, limits=read.limits)
-    name = object_name(location)
+    name = object_name(location) if is_url(location) else location
     try:
         return read_table(name, CATALOG, columns=read.columns, encoding=read.encoding, data=data, limits=read.limits)
     except InputError as exc:  # its message starts "<name>: rejected"; name the whole URL instead
-        exc.args = (str(exc).replace(name, redact(location), 1),)
+        if name != location:
+            exc.args = (str(exc).replace(name, redact(location), 1),)
         raise
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import dagster as dg
 import pandas as pd
 
-from matching_pipeline.core.models import HUMAN_STAGE, STAGES, Decision
+from matching_pipeline.core.models import STAGES, Decision
 from matching_pipeline.core.review import ReviewSettings
 from matching_pipeline.defs.budget import ChunkTimeBudgetExceeded, Deadline
 from matching_pipeline.defs.checks import RunTally, stage_check_results, stage_check_specs
@@ -174,7 +174,7 @@ def pending_counts(db: ResultsDatabase, stage: str, keys: Sequence[str], *, veri
         return {key: len(by_item) for key, by_item in db.current_answers((), keys).items()}
     ready = db.finished_chunks(STAGES[position - 1], keys)
     answers = db.current_answers(STAGES[:position], [k for k in keys if k in ready])
-    human = decided_by_a_person(db, list(answers))
+    human = db.decided_by_a_person(list(answers))
     return {
         key: sum(
             item not in human and (d is None or not d.matched or (verify and wants_verify(d)))
@@ -184,12 +184,7 @@ def pending_counts(db: ResultsDatabase, stage: str, keys: Sequence[str], *, veri
     }
 
 
-def decided_by_a_person(db: ResultsDatabase, keys: Sequence[str]) -> set[str]:
-    """Items of ``keys`` a person has decided (a match or "none"). No later stage decides them
-    again: nothing a stage says can change a final answer a person gave, so a model call or a web
-    search for them would only cost money and quota. The enhanced stage still decides them (it
-    is offline and free), which keeps its figures on those items comparable with the labels."""
-    return {item for decisions in db.stage_results(HUMAN_STAGE, keys).values() for item in decisions}
+
 
 
 def run_tags(first: str, last: str, *, job_id: str, stages: Sequence[str]) -> dict[str, str]:
@@ -266,7 +261,9 @@ def pending_items(
         for decisions in results.values():
             latest.update(decisions)
     settled = {i for i, d in latest.items() if d.matched and not (verify and wants_verify(d))}
-    settled |= decided_by_a_person(db, keys)
+    # Nothing a later stage says can change a person's answer: a model call or a web search for
+    # such an item only costs money (the enhanced stage, offline and free, still decides it).
+    settled |= db.decided_by_a_person(keys)
     pending = frame[~frame["item_id"].isin(settled)]
     pending_ids = set(pending["item_id"])
     return pending, {k: v for k, v in latest.items() if k in pending_ids}

@@ -32,6 +32,8 @@ from matching_pipeline.results.schema import batches, cache, items, match_result
 
 CHUNK_SIZE = 10
 """Items per chunk partition. Fixed: chunks are never re-cut once they exist."""
+KEYS_PER_STATEMENT = 5000
+"""Chunk keys bound in one statement: SQLite limits the variables per statement."""
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -329,8 +331,8 @@ class ResultsDatabase:
         out: dict[str, dict[str, Decision | None]] = {key: {} for key in keys}
         columns = [c for c in match_results.c if c.name != "candidates"]
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), 5000):  # SQLite's bound on variables per statement
-                part = keys[start : start + 5000]
+            for start in range(0, len(keys), KEYS_PER_STATEMENT):
+                part = keys[start : start + KEYS_PER_STATEMENT]
                 for row in conn.execute(sa.select(items.c.chunk_key, items.c.item_id).where(items.c.chunk_key.in_(part))):
                     out[row.chunk_key][row.item_id] = None
                 if not stages:
@@ -343,6 +345,21 @@ class ResultsDatabase:
                         held[where] = rank[record["stage"]]
                         out[record["chunk_key"]][record["item_id"]] = _decision({**record, "candidates": []})
         return out
+
+    @retry_safe
+    def decided_by_a_person(self, chunk_keys: Sequence[str]) -> set[str]:
+        """Ids of the items of ``chunk_keys`` a person has decided (a match or "none"): a lean read
+        (ids only) for stages and planners that leave such items alone."""
+        keys = list(chunk_keys)
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), KEYS_PER_STATEMENT):
+                query = sa.select(match_results.c.item_id).where(
+                    match_results.c.stage == HUMAN_STAGE,
+                    match_results.c.chunk_key.in_(keys[start : start + KEYS_PER_STATEMENT]),
+                )
+                found.update(conn.execute(query).scalars())
+        return found
 
     @retry_safe
     def batch_match_rates(self, project: str, stage: str, batch_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
